@@ -1,0 +1,61 @@
+# tts-stream — the two commands are `make demo` and `make test`; everything else is a step of them.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+EXTRAS ?= worker,espeak,dev,parquet
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
+REGISTRY ?= 0
+STACK_FLAGS := $(if $(filter 1,$(REGISTRY)),--registry,)
+PYTEST := $(PY) -m pytest
+
+.PHONY: help
+help:  ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-16s %s\n",$$1,$$2}'
+
+# ------------------------------------------------------------------------- setup -----------------
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@test -x $(UV) || $(PY) -m pip install -q uv
+	@echo "[install] $(VENV) with extras [$(EXTRAS)] (uv; cached downloads are reused)"
+	$(UV) pip install --python $(PY) -q -e '.[$(EXTRAS)]'
+	@rm -f $(VENV)/.installed-*; touch $@
+
+.PHONY: install
+install: $(STAMP)  ## create .venv and install the project with the worker, espeak and dev extras
+
+.PHONY: up down status
+up: install  ## start Kafka, Redis and S3 on 127.0.0.1 (REGISTRY=1 adds the schema registry)
+	scripts/stack.sh up $(STACK_FLAGS)
+	$(VENV)/bin/tts-stream --log-level WARNING topics ensure --partitions 6 --replication-factor 1 --min-insync-replicas 1 >/dev/null
+down:  ## stop the processes `make up` started
+	scripts/stack.sh down
+status:  ## show which services run
+	scripts/stack.sh status $(STACK_FLAGS)
+
+# ------------------------------------------------------------------------- checks ----------------
+.PHONY: lint
+lint: install  ## ruff (lint + format check) and mypy strict
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+.PHONY: unit integration e2e
+unit: install  ## unit tests only (no services)
+	$(PYTEST) tests/unit -q
+integration: up  ## integration tests against the local stack
+	$(PYTEST) tests/integration -q
+e2e: up  ## worker processes and the CLI as a user runs them
+	$(PYTEST) tests/e2e -q
+
+.PHONY: test
+test: install up  ## install, start the stack, lint and run every suite that fits in a CI run
+	@scripts/run-tests.sh
+
+# ------------------------------------------------------------------------- housekeeping ----------
+.PHONY: clean
+clean:  ## remove caches and build output (keeps .venv and the stack's downloads)
+	rm -rf .mypy_cache .ruff_cache .pytest_cache build *.egg-info

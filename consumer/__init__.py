@@ -1,0 +1,1 @@
+"""The worker side of tts-stream: consume, deduplicate, synthesise, store, publish, commit."""

@@ -1,0 +1,81 @@
+"""Producer-side commands: topics, submit, watch, backfill."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from producer.admin import TopicAdminError, ensure_topics
+from producer.settings import ProducerSettings
+from schemas.topics import default_topic_specs
+
+EXIT_SERVICE_UNAVAILABLE = 3
+
+
+@click.group()
+def topics() -> None:
+    """Create and check the Kafka topics."""
+
+
+@topics.command("ensure")
+@click.option(
+    "--partitions",
+    type=click.IntRange(1, 10_000),
+    default=12,
+    show_default=True,
+    envvar="TTS_TOPIC_PARTITIONS",
+    help="Partitions of each request lane and of the results topic.",
+)
+@click.option(
+    "--replication-factor",
+    type=click.IntRange(1, 7),
+    default=3,
+    show_default=True,
+    envvar="TTS_TOPIC_REPLICATION_FACTOR",
+    help="Use 1 on a single-broker development cluster.",
+)
+@click.option(
+    "--min-insync-replicas",
+    type=click.IntRange(1, 7),
+    default=2,
+    show_default=True,
+    envvar="TTS_TOPIC_MIN_INSYNC_REPLICAS",
+    help="Capped at the replication factor.",
+)
+@click.option(
+    "--bootstrap-servers",
+    envvar="TTS_KAFKA_BOOTSTRAP_SERVERS",
+    default=None,
+    help="Overrides TTS_KAFKA_BOOTSTRAP_SERVERS.",
+)
+def ensure(
+    partitions: int,
+    replication_factor: int,
+    min_insync_replicas: int,
+    bootstrap_servers: str | None,
+) -> None:
+    """Create missing topics; report existing ones and how they differ.
+
+    Exits 1 when an existing topic has a different partition count (never changed silently),
+    3 when Kafka cannot be reached.
+    """
+    settings = ProducerSettings()
+    config = settings.kafka.librdkafka_config()
+    if bootstrap_servers:
+        config["bootstrap.servers"] = bootstrap_servers
+    specs = default_topic_specs(
+        settings.topics,
+        partitions=partitions,
+        replication_factor=replication_factor,
+        min_insync_replicas=min_insync_replicas,
+    )
+    try:
+        reports = ensure_topics(config, specs)
+    except TopicAdminError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_SERVICE_UNAVAILABLE)
+    for report in reports:
+        click.echo(f"{report.state.value:17} {report.describe()}")
+    if any(report.is_problem for report in reports):
+        sys.exit(1)

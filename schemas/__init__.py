@@ -1,0 +1,1 @@
+"""The event contract: Avro schemas (every released version), the codec and the key functions."""

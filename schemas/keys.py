@@ -1,0 +1,151 @@
+"""Canonical text normalisation, the routing key and the cache key (a contract: docs/keys.md).
+
+Both keys are sha256 over the same canonical encoding, a fixed sequence of named fields:
+
+    domain || 0x00 || field_1 || field_2 || ...
+    field  = u8(len(name)) || name || u32be(len(value)) || value      (name and value UTF-8)
+
+The routing key is computed by producers from what the request *says* (voice reference as
+written). The cache key is computed by the worker from what the request *means*: the engine and
+model version, the voice's *content* hash, the normalised text and every parameter that changes
+the audio. Changing either encoding is a breaking change: bump the domain string.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import struct
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from schemas.model import PresetVoice, RegisteredVoice, SynthesisRequest, Voice
+
+ROUTING_KEY_DOMAIN = "tts-stream/routing-key/v1"
+CACHE_KEY_DOMAIN = "tts-stream/cache-key/v1"
+ROUTING_KEY_BYTES = 16
+
+_HORIZONTAL_SPACE = re.compile(r"[^\S\n]+")  # whitespace except the line feed
+_SPACE_AROUND_NEWLINE = re.compile(r" ?\n ?")
+_PARAGRAPH_BREAKS = re.compile(r"\n{3,}")
+
+
+def normalise_text(text: str) -> str:
+    """Normalise text only where speech cannot differ.
+
+    * Unicode NFC: canonically equivalent sequences (é as one code point or e + combining
+      accent) are the same text. NFKC is *not* used: it turns "²" into "2" and "①" into "1",
+      which an engine may read differently.
+    * Line endings CRLF/CR become LF; runs of other whitespace become one space; spaces at line
+      edges and at both ends are dropped; three or more line breaks become two (a paragraph
+      break stays a paragraph break, since engines pause on it).
+    * Case, punctuation, digits and zero-width joiners are kept: they change pronunciation.
+    """
+    text = unicodedata.normalize("NFC", text)
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = _HORIZONTAL_SPACE.sub(" ", text)
+    text = _SPACE_AROUND_NEWLINE.sub("\n", text)
+    text = _PARAGRAPH_BREAKS.sub("\n\n", text)
+    return text.strip()
+
+
+def normalise_language(language: str | None) -> str:
+    """BCP-47 tags compare case-insensitively; "_" is a common mistake for "-"."""
+    return "" if not language else language.strip().replace("_", "-").lower()
+
+
+def speed_token(speed: float) -> str:
+    """Speeds are compared to a thousandth: float32 noise must not split the cache."""
+    return f"{round(float(speed), 3):.3f}"
+
+
+def loudness_token(lufs: float) -> str:
+    return f"{round(float(lufs), 1):.1f}"
+
+
+def canonical_encoding(domain: str, fields: Iterable[tuple[str, str]]) -> bytes:
+    parts = [domain.encode("utf-8"), b"\x00"]
+    for name, value in fields:
+        name_bytes = name.encode("utf-8")
+        value_bytes = value.encode("utf-8")
+        parts.append(struct.pack(">B", len(name_bytes)))
+        parts.append(name_bytes)
+        parts.append(struct.pack(">I", len(value_bytes)))
+        parts.append(value_bytes)
+    return b"".join(parts)
+
+
+def _voice_reference(voice: Voice) -> str:
+    if isinstance(voice, PresetVoice):
+        return f"preset:{voice.name}"
+    if isinstance(voice, RegisteredVoice):
+        return f"registered:{voice.ref}"
+    return f"prompt:{voice.audio_uri}\n{normalise_text(voice.transcript)}"
+
+
+def routing_key(request: SynthesisRequest) -> str:
+    """Message key for a request: identical requests share a partition (and so coalesce)."""
+    fields = (
+        ("text", normalise_text(request.text)),
+        ("voice", _voice_reference(request.voice)),
+        ("language", normalise_language(request.language)),
+        ("style", normalise_text(request.style_instruction or "")),
+        ("speed", speed_token(request.speed)),
+        ("format", request.output_format.value),
+        ("sample_rate", str(request.sample_rate_hz or "native")),
+        (
+            "loudness",
+            "" if request.loudness_lufs is None else loudness_token(request.loudness_lufs),
+        ),
+    )
+    digest = hashlib.sha256(canonical_encoding(ROUTING_KEY_DOMAIN, fields)).digest()
+    return digest[:ROUTING_KEY_BYTES].hex()
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedVoice:
+    """A voice as the worker resolved it: preset name, or content id plus prompt transcript."""
+
+    preset: str | None = None
+    content_id: str | None = None
+    transcript: str = ""
+
+    def token(self) -> str:
+        if self.preset is not None:
+            return f"preset:{self.preset}"
+        return f"content:{self.content_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class CacheKeyInputs:
+    """Everything that changes the produced audio, already resolved by the worker."""
+
+    engine: str
+    model_version: str
+    voice: ResolvedVoice
+    text: str
+    language: str | None
+    style_instruction: str | None
+    speed: float
+    output_format: str
+    sample_rate_hz: int | None
+    postprocess: str  # e.g. "lufs=-16.0;tp=-1.0": the audio pipeline's own settings
+
+
+def cache_key(inputs: CacheKeyInputs) -> str:
+    """The authoritative cache key: 64 lowercase hex characters."""
+    fields = (
+        ("engine", inputs.engine),
+        ("model_version", inputs.model_version),
+        ("voice", inputs.voice.token()),
+        ("voice_transcript", normalise_text(inputs.voice.transcript)),
+        ("text", normalise_text(inputs.text)),
+        ("language", normalise_language(inputs.language)),
+        ("style", normalise_text(inputs.style_instruction or "")),
+        ("speed", speed_token(inputs.speed)),
+        ("format", inputs.output_format),
+        ("sample_rate", str(inputs.sample_rate_hz or "native")),
+        ("postprocess", inputs.postprocess),
+    )
+    return hashlib.sha256(canonical_encoding(CACHE_KEY_DOMAIN, fields)).hexdigest()

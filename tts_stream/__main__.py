@@ -1,0 +1,3 @@
+from tts_stream.cli import main
+
+main()
