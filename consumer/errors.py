@@ -1,0 +1,55 @@
+"""Worker errors, grouped by what the loop does about them.
+
+* `PermanentError`: this message can never succeed; answer it (failed result or DLQ), commit, move on.
+* `RetryableError`: a dependency is down or slow; pause, back off, retry. Never fails a request.
+* `FatalError`: the process cannot continue (bad configuration, fenced producer); exit non-zero
+  so Kubernetes restarts the pod and alerts fire.
+
+Adapters translate their library's exceptions into these in one place each (`raise ... from`).
+"""
+
+from __future__ import annotations
+
+
+class WorkerError(Exception):
+    """Base of every error raised by the `consumer` package."""
+
+
+class PermanentError(WorkerError):
+    """The input is at fault; retrying cannot help."""
+
+
+class RetryableError(WorkerError):
+    """A dependency failed in a way that may pass."""
+
+
+class FatalError(WorkerError):
+    """The worker must stop."""
+
+
+class StorageUnavailable(RetryableError):
+    """Object storage did not answer or refused with a server error."""
+
+
+class ObjectNotFound(PermanentError):
+    """The object does not exist."""
+
+
+class ObjectTooLarge(PermanentError):
+    """The object is larger than the caller allows."""
+
+
+class CacheUnavailable(RetryableError):
+    """Redis did not answer."""
+
+
+class BrokerUnavailable(RetryableError):
+    """Kafka did not accept a produce, commit or transaction in time."""
+
+
+class ProducerFenced(FatalError):
+    """Another instance took over our transactional id: we are a zombie and must stop."""
+
+
+class ConfigurationError(FatalError):
+    """The settings are contradictory or incomplete."""
