@@ -35,8 +35,8 @@ class EngineCapabilities:
     """What an engine can do; validation refuses anything outside it (UNSUPPORTED)."""
 
     presets: frozenset[str] = frozenset()
-    # Lower-case BCP-47 tags or primary subtags ("en", "zh", "en-us"); empty: the engine
-    # decides from the voice alone and accepts no explicit language.
+    # Lower-case BCP-47 tags or primary subtags ("en", "zh", "en-us"); empty: any language is
+    # accepted and the engine decides what to do with it.
     languages: frozenset[str] = frozenset()
     cloning: bool = False
     instruct: bool = False

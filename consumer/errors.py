@@ -10,6 +10,8 @@ Adapters translate their library's exceptions into these in one place each (`rai
 
 from __future__ import annotations
 
+from schemas.model import ErrorCode
+
 
 class WorkerError(Exception):
     """Base of every error raised by the `consumer` package."""
@@ -53,3 +55,12 @@ class ProducerFenced(FatalError):
 
 class ConfigurationError(FatalError):
     """The settings are contradictory or incomplete."""
+
+
+class VoiceResolutionError(PermanentError):
+    """A voice reference that cannot be used; `code` is the result's ErrorCode."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(f"{code.value}: {message}")
+        self.code = code
+        self.message = message

@@ -10,8 +10,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from consumer.engine import AudioBuffer
-from schemas.model import AudioFormat
+from consumer.core.messages import InboundMessage, OutboundRecord, TopicPartition
+from consumer.engine import AudioBuffer, PromptAudio
+from schemas.keys import ResolvedVoice
+from schemas.model import AudioFormat, Voice
 
 # --------------------------------------------------------------------------- object storage --
 
@@ -127,3 +129,100 @@ class AudioFinisher(Protocol):
         """A short string naming every setting that changes the output (part of the cache key)."""
 
     def finish(self, items: Sequence[tuple[AudioBuffer, FinishSpec]]) -> list[EncodedAudio]: ...
+
+
+# ------------------------------------------------------------------------- crash-loop ledger --
+
+
+class CrashLedger(Protocol):
+    """Remembers which messages were in the engine when a worker died (Redis).
+
+    Before each engine batch the worker records the batch's message ids under its instance id;
+    a restarted instance turns the previous record into crash counts. A message with crashes is
+    synthesised alone; one that reached the limit goes to the DLQ. Raises CacheUnavailable.
+    """
+
+    def recover(self, instance_id: str) -> int:
+        """Count the previous incarnation's in-flight messages as crashed; returns how many."""
+
+    def begin(self, instance_id: str, message_ids: Sequence[str]) -> dict[str, int]:
+        """Record the batch as in flight; returns the crash count of each message id."""
+
+    def end(self, instance_id: str) -> None:
+        """The batch left the engine: nothing of ours is in flight."""
+
+
+# ---------------------------------------------------------------------------------- kafka --
+
+
+class ConsumerPort(Protocol):
+    """The consumer side of the Kafka client as the loop uses it (confluent-kafka adapter)."""
+
+    def subscribe(
+        self,
+        topics: Sequence[str],
+        on_assign: AssignmentCallback,
+        on_revoke: AssignmentCallback,
+        on_lost: AssignmentCallback,
+    ) -> None: ...
+
+    def consume(self, max_messages: int, timeout_s: float) -> list[InboundMessage]: ...
+
+    def pause(self, tps: Sequence[TopicPartition]) -> None: ...
+
+    def resume(self, tps: Sequence[TopicPartition]) -> None: ...
+
+    def seek(self, tp: TopicPartition, offset: int) -> None: ...
+
+    def lag(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """Messages between our position and the cached high watermark (no broker round trip)."""
+
+    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Synchronous commit; raises BrokerUnavailable."""
+
+    def group_metadata(self) -> object: ...
+
+    def close(self) -> None: ...
+
+
+class AssignmentCallback(Protocol):
+    def __call__(self, tps: list[TopicPartition]) -> None: ...
+
+
+class ProducerPort(Protocol):
+    """Producing results and dead letters, optionally transactionally."""
+
+    def produce(self, record: OutboundRecord) -> None: ...
+
+    def flush(self, timeout_s: float) -> None:
+        """Wait for every produced record to be acknowledged; raises BrokerUnavailable."""
+
+    def begin(self) -> None: ...
+
+    def send_offsets(self, offsets: Mapping[TopicPartition, int], group_metadata: object) -> None: ...
+
+    def commit(self) -> None:
+        """Commit the transaction; raises BrokerUnavailable (aborted: retry) or ProducerFenced."""
+
+    def abort(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------------- voices --
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """A request's voice as the worker understands it: what goes into the cache key, and the
+    prompt audio the engine clones from (None for presets)."""
+
+    key_voice: ResolvedVoice
+    prompt: PromptAudio | None = None
+
+
+class VoiceResolver(Protocol):
+    """Turns a voice reference into a Resolution. Raises VoiceResolutionError (the request
+    fails with its code) or RetryableError (storage down: try again later)."""
+
+    def resolve(self, voice: Voice) -> Resolution: ...

@@ -1,0 +1,1 @@
+"""The worker core: pure logic over ports (no Kafka, Redis, S3 or torch imports)."""
