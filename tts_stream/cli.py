@@ -14,6 +14,7 @@ from tts_stream.logs import configure_logging
 # command name -> "module:attribute" of its click command
 _COMMANDS = {
     "topics": "producer.cli:topics",
+    "worker": "consumer.cli:worker",
 }
 _WORKER_SIDE = ("consumer.",)
 

@@ -192,19 +192,23 @@ class FlightBoard:
         with self._lock:
             return len(self._flights)
 
-    def drop_partitions(self, tps: Iterable[TopicPartition]) -> list[Flight]:
-        """Detach the jobs of revoked partitions. Flights left with no job and not yet started
-        are removed and returned (their leases should be released); running ones finish."""
+    def drop_partitions(self, tps: Iterable[TopicPartition], *, include_started: bool) -> list[Flight]:
+        """Detach the jobs of revoked partitions (from flights not yet in the engine, or from all
+        when `include_started`). Flights left with no job and not yet started are removed and
+        returned (their leases should be released); started ones run to the end regardless."""
         gone = set(tps)
         emptied: list[Flight] = []
+        unstarted = (FlightState.QUEUED, FlightState.WAITING)
         with self._lock:
             for flight in list(self._flights.values()):
+                if not include_started and flight.state not in unstarted:
+                    continue
                 keep = [j for j in flight.jobs if j.tp not in gone]
                 for job in flight.jobs:
                     if job.tp in gone:
                         job.abandoned = True
                 flight.jobs = keep
-                if not keep and flight.state in (FlightState.QUEUED, FlightState.WAITING):
+                if not keep and flight.state in unstarted:
                     del self._flights[flight.key]
                     self._queues[flight.lane].pop(flight.key, None)
                     self._waiting.pop(flight.key, None)

@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from consumer.core.messages import Job, TopicPartition
+from consumer.core.messages import Job, Lane, TopicPartition
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +45,16 @@ class OffsetTracker:
         return len(self._ledgers.get(tp, ()))
 
     def unfinished(self, tps: Iterable[TopicPartition] | None = None) -> list[Job]:
-        keys = self._ledgers.keys() if tps is None else [tp for tp in tps if tp in self._ledgers]
-        return [job for tp in keys for job in self._ledgers[tp] if not job.done]
+        """Jobs still being worked on (abandoned ones are not: nobody will finish them here)."""
+        keys = list(self._ledgers) if tps is None else [tp for tp in tps if tp in self._ledgers]
+        return [job for tp in keys for job in self._ledgers[tp] if not job.done and not job.abandoned]
+
+    def in_flight_by_lane(self) -> dict[Lane, int]:
+        counts = dict.fromkeys(Lane, 0)
+        for ledger in self._ledgers.values():
+            for job in ledger:
+                counts[job.lane] += 1
+        return counts
 
     def peek_committable(self) -> list[Committable]:
         """The finished prefix of every partition, without removing it."""

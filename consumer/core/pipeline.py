@@ -161,10 +161,11 @@ class Pipeline:
     def pending_jobs(self, lane: Lane) -> int:
         return self._board.pending_jobs(lane)
 
-    def drop_partitions(self, tps: Sequence[TopicPartition]) -> None:
-        """Revoked partitions: their queued work is dropped and its leases released at once,
-        so another worker can take over without waiting for the lease to expire."""
-        emptied = self._board.drop_partitions(tps)
+    def drop_partitions(self, tps: Sequence[TopicPartition], *, include_started: bool = False) -> None:
+        """Revoked partitions: their work not yet in the engine is dropped and its leases released
+        at once, so another worker can take over without waiting for the lease to expire. With
+        `include_started` (after the drain window) running work stops answering them too."""
+        emptied = self._board.drop_partitions(tps, include_started=include_started)
         self._release([f for f in emptied if f.leased])
 
     def abandon_queued(self) -> None:

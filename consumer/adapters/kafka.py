@@ -1,0 +1,277 @@
+"""ConsumerPort and ProducerPort on confluent-kafka (librdkafka).
+
+This is the one place librdkafka errors become ours: retriable or abortable ones become
+BrokerUnavailable (the loop backs off and retries), fencing and fatal ones ProducerFenced /
+FatalError (the process exits so the pod restarts and alerts fire).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+from consumer.core.messages import InboundMessage, OutboundRecord, TopicPartition
+from consumer.errors import BrokerUnavailable, FatalError, ProducerFenced
+from consumer.ports import AssignmentCallback
+
+log = logging.getLogger(__name__)
+librdkafka_log = logging.getLogger("librdkafka")
+
+
+def consumer_config(
+    base: Mapping[str, Any],
+    *,
+    group_id: str,
+    instance_id: str,
+    session_timeout_ms: int,
+    max_poll_interval_ms: int,
+) -> dict[str, Any]:
+    return {
+        **base,
+        "group.id": group_id,
+        # Static membership: a restarted pod with the same name gets its partitions back
+        # without a group-wide rebalance (rolling restarts don't stampede).
+        "group.instance.id": instance_id,
+        "partition.assignment.strategy": "cooperative-sticky",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        # A request produced before the group first committed is still answered.
+        "auto.offset.reset": "earliest",
+        # Requests produced in an aborted transaction (a crashed backfill chunk) are never seen.
+        "isolation.level": "read_committed",
+        "session.timeout.ms": session_timeout_ms,
+        "max.poll.interval.ms": max_poll_interval_ms,
+        "logger": librdkafka_log,
+    }
+
+
+def producer_config(
+    base: Mapping[str, Any], *, transactional_id: str | None, transaction_timeout_ms: int
+) -> dict[str, Any]:
+    config = {
+        **base,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 2,
+        "compression.type": "lz4",
+        "logger": librdkafka_log,
+    }
+    if transactional_id is not None:
+        config["transactional.id"] = transactional_id
+        config["transaction.timeout.ms"] = transaction_timeout_ms
+    return config
+
+
+def _to_kafka(tps: Sequence[TopicPartition]) -> list[KafkaTopicPartition]:
+    return [KafkaTopicPartition(tp.topic, tp.partition) for tp in tps]
+
+
+def _from_kafka(tps: Sequence[KafkaTopicPartition]) -> list[TopicPartition]:
+    return [TopicPartition(tp.topic, tp.partition) for tp in tps]
+
+
+class KafkaConsumerAdapter:
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self._consumer = Consumer(dict(config))
+
+    def subscribe(
+        self,
+        topics: Sequence[str],
+        on_assign: AssignmentCallback,
+        on_revoke: AssignmentCallback,
+        on_lost: AssignmentCallback,
+    ) -> None:
+        # confluent-kafka applies the (incremental) assignment itself after each callback.
+        self._consumer.subscribe(
+            list(topics),
+            on_assign=lambda _c, tps: on_assign(_from_kafka(tps)),
+            on_revoke=lambda _c, tps: on_revoke(_from_kafka(tps)),
+            on_lost=lambda _c, tps: on_lost(_from_kafka(tps)),
+        )
+
+    def consume(self, max_messages: int, timeout_s: float) -> list[InboundMessage]:
+        try:
+            messages = self._consumer.consume(max_messages, timeout_s)
+        except KafkaException as exc:
+            raise _translate(exc, "consume") from exc
+        out: list[InboundMessage] = []
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                self._on_error(error)
+                continue
+            out.append(_inbound(message))
+        return out
+
+    def _on_error(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._PARTITION_EOF:
+            return
+        if error.fatal():
+            raise FatalError(f"kafka consumer: {error.str()}")
+        # Transient broker/network trouble: librdkafka recovers by itself; say so once.
+        log.warning("kafka consumer error: %s", error.str())
+
+    def pause(self, tps: Sequence[TopicPartition]) -> None:
+        self._consumer.pause(_to_kafka(tps))
+
+    def resume(self, tps: Sequence[TopicPartition]) -> None:
+        self._consumer.resume(_to_kafka(tps))
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self._consumer.seek(KafkaTopicPartition(tp.topic, tp.partition, offset))
+
+    def lag(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        if not tps:
+            return {}
+        out: dict[TopicPartition, int] = {}
+        positions = self._consumer.position(_to_kafka(tps))
+        for position in positions:
+            try:
+                _low, high = self._consumer.get_watermark_offsets(position, cached=True)
+            except KafkaException:
+                continue
+            if high is None or high < 0 or position.offset < 0:
+                continue
+            out[TopicPartition(position.topic, position.partition)] = max(0, high - position.offset)
+        return out
+
+    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        try:
+            self._consumer.commit(
+                offsets=[KafkaTopicPartition(tp.topic, tp.partition, off) for tp, off in offsets.items()],
+                asynchronous=False,
+            )
+        except KafkaException as exc:
+            raise _translate(exc, "commit offsets") from exc
+
+    def group_metadata(self) -> object:
+        return self._consumer.consumer_group_metadata()
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def _inbound(message: Message) -> InboundMessage:
+    timestamp_type, timestamp = message.timestamp()
+    raw_headers: Any = message.headers() or []
+    headers: list[tuple[str, Any]] = list(raw_headers.items() if isinstance(raw_headers, dict) else raw_headers)
+    return InboundMessage(
+        topic=message.topic() or "",
+        partition=message.partition() or 0,
+        offset=message.offset() or 0,
+        key=message.key(),
+        value=message.value(),
+        headers=[(str(k), v if isinstance(v, bytes) else (v or "").encode()) for k, v in headers],
+        timestamp_ms=timestamp if timestamp_type else None,
+    )
+
+
+class KafkaProducerAdapter:
+    def __init__(
+        self, config: Mapping[str, Any], *, transactional: bool, init_timeout_s: float = 60.0
+    ) -> None:
+        self._producer = Producer(dict(config))
+        self._transactional = transactional
+        self._delivery_error: str | None = None
+        if transactional:
+            # Fences any previous incarnation with the same transactional id (zombie fencing)
+            # and aborts the transaction it left open.
+            try:
+                self._producer.init_transactions(init_timeout_s)
+            except KafkaException as exc:
+                raise _translate(exc, "init transactions") from exc
+
+    def _on_delivery(self, error: KafkaError | None, _message: Message) -> None:
+        if error is not None:
+            self._delivery_error = error.str()
+
+    def produce(self, record: OutboundRecord) -> None:
+        while True:
+            try:
+                self._producer.produce(
+                    record.topic,
+                    value=record.value,
+                    key=record.key,
+                    headers=list(record.headers),
+                    on_delivery=None if self._transactional else self._on_delivery,
+                )
+                break
+            except BufferError:
+                self._producer.poll(0.05)  # the local queue is full: let deliveries drain
+            except KafkaException as exc:
+                raise _translate(exc, "produce") from exc
+        self._producer.poll(0)
+
+    def flush(self, timeout_s: float) -> None:
+        remaining = self._producer.flush(timeout_s)
+        if self._delivery_error is not None:
+            error, self._delivery_error = self._delivery_error, None
+            # librdkafka retried for delivery.timeout.ms already; the records are gone. Their
+            # offsets were not committed: exit so the restart consumes and answers them again.
+            raise FatalError(f"result delivery failed permanently: {error}")
+        if remaining:
+            raise BrokerUnavailable(f"{remaining} records not acknowledged within {timeout_s:.0f}s")
+
+    def begin(self) -> None:
+        try:
+            self._producer.begin_transaction()
+        except KafkaException as exc:
+            raise _translate(exc, "begin transaction") from exc
+
+    def send_offsets(self, offsets: Mapping[TopicPartition, int], group_metadata: object) -> None:
+        try:
+            self._producer.send_offsets_to_transaction(
+                [KafkaTopicPartition(tp.topic, tp.partition, off) for tp, off in offsets.items()],
+                group_metadata,
+                30.0,
+            )
+        except KafkaException as exc:
+            raise _translate(exc, "send offsets to transaction") from exc
+
+    def commit(self) -> None:
+        deadline = time.monotonic() + 60.0
+        while True:
+            try:
+                self._producer.commit_transaction(30.0)
+                return
+            except KafkaException as exc:
+                error: KafkaError = exc.args[0]
+                if error.retriable() and not error.txn_requires_abort() and time.monotonic() < deadline:
+                    continue  # the outcome is unknown; committing again is the documented retry
+                raise _translate(exc, "commit transaction") from exc
+
+    def abort(self) -> None:
+        try:
+            self._producer.abort_transaction(30.0)
+        except KafkaException as exc:
+            raise _translate(exc, "abort transaction") from exc
+
+    def ping(self) -> bool:
+        """A metadata round trip (the readiness check)."""
+        try:
+            return bool(self._producer.list_topics(timeout=2.0).brokers)
+        except KafkaException:
+            return False
+
+    def close(self) -> None:
+        self._producer.flush(10.0)
+
+
+def _translate(exc: KafkaException, what: str) -> Exception:
+    error: KafkaError = exc.args[0]
+    message = f"kafka {what}: {error.str()}"
+    if error.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH):
+        return ProducerFenced(message)
+    if error.fatal():
+        return FatalError(message)
+    return BrokerUnavailable(message)
+
+
+def describe(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config without secrets, for the start-up log line."""
+    return {k: ("***" if "password" in k or "secret" in k else v) for k, v in config.items() if k != "logger"}

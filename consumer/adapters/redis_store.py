@@ -1,0 +1,187 @@
+"""DedupStore and CrashLedger on Redis.
+
+Keys (one hash tag per cache key, so each key's cache entry and lease live in one slot and the
+scripts also work on Redis Cluster):
+
+    tts:{<cache key>}:result     JSON of CachedAudio, expires after cache_ttl_s
+    tts:{<cache key>}:lease      owner token, expires after lease_ttl_ms unless renewed
+    tts:crash:{<group>}:inflight:<instance>   message ids in this instance's engine right now
+    tts:crash:{<group>}:counts   hash: message id -> crashes it was present for
+
+A batch of keys is one pipeline of per-key scripts: one network round trip however many keys.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from typing import Any, TypeVar
+
+import redis
+from redis.commands.core import Script
+
+from consumer.errors import CacheUnavailable
+from consumer.ports import Acquired, CachedAudio, Claim, HeldElsewhere, Hit
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Cached result → return it. Free (or expired) lease → take it. Our own lease → refresh it
+# (a retry after a timeout). Someone else's → report how long it has left.
+_CLAIM = """
+local cached = redis.call('GET', KEYS[1])
+if cached then return {'hit', cached} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'acquired', ''} end
+if redis.call('GET', KEYS[2]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  return {'acquired', ''}
+end
+return {'held', tostring(redis.call('PTTL', KEYS[2]))}
+"""
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+_COMPLETE = """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
+return 1
+"""
+
+CRASH_RECORD_TTL_S = 24 * 3600
+
+
+def result_key(cache_key: str) -> str:
+    return f"tts:{{{cache_key}}}:result"
+
+
+def lease_key(cache_key: str) -> str:
+    return f"tts:{{{cache_key}}}:lease"
+
+
+class RedisStore:
+    def __init__(self, client: redis.Redis, *, group_id: str) -> None:
+        self._redis = client
+        self._claim: Script = client.register_script(_CLAIM)
+        self._renew: Script = client.register_script(_RENEW)
+        self._release: Script = client.register_script(_RELEASE)
+        self._complete: Script = client.register_script(_COMPLETE)
+        self._crash_prefix = f"tts:crash:{{{group_id}}}"
+
+    @classmethod
+    def from_url(cls, url: str, *, password: str | None, group_id: str, timeout_s: float = 2.0) -> RedisStore:
+        client = redis.Redis.from_url(
+            url,
+            password=password,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            health_check_interval=15,
+        )
+        return cls(client, group_id=group_id)
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """The one place redis errors become ours."""
+        try:
+            return fn()
+        except redis.RedisError as exc:
+            raise CacheUnavailable(f"redis {what}: {exc}") from exc
+
+    def ping(self) -> bool:
+        try:
+            return bool(self._redis.ping())
+        except redis.RedisError:
+            return False
+
+    # ------------------------------------------------------------------ DedupStore
+
+    def claim(self, keys: Sequence[str], owner: str, lease_ttl_ms: int) -> dict[str, Claim]:
+        def run() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=False)
+            for key in keys:
+                self._claim(keys=[result_key(key), lease_key(key)], args=[owner, lease_ttl_ms], client=pipe)
+            return list(pipe.execute())
+
+        replies = self._call("claim", run)
+        out: dict[str, Claim] = {}
+        for key, (raw_kind, value) in zip(keys, replies, strict=True):
+            kind = raw_kind.decode() if isinstance(raw_kind, bytes) else raw_kind
+            if kind == "hit":
+                out[key] = Hit(_decode_cached(value))
+            elif kind == "acquired":
+                out[key] = Acquired()
+            else:
+                out[key] = HeldElsewhere(max(0, int(value)))
+        return out
+
+    def renew(self, keys: Sequence[str], owner: str, lease_ttl_ms: int) -> set[str]:
+        def run() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=False)
+            for key in keys:
+                self._renew(keys=[lease_key(key)], args=[owner, lease_ttl_ms], client=pipe)
+            return list(pipe.execute())
+
+        replies = self._call("renew", run)
+        return {key for key, kept in zip(keys, replies, strict=True) if kept}
+
+    def complete(self, key: str, audio: CachedAudio, owner: str, cache_ttl_s: int) -> None:
+        value = json.dumps(asdict(audio), separators=(",", ":"))
+        self._call(
+            "complete",
+            lambda: self._complete(keys=[result_key(key), lease_key(key)], args=[value, cache_ttl_s, owner]),
+        )
+
+    def release(self, keys: Sequence[str], owner: str) -> None:
+        def run() -> None:
+            pipe = self._redis.pipeline(transaction=False)
+            for key in keys:
+                self._release(keys=[lease_key(key)], args=[owner], client=pipe)
+            pipe.execute()
+
+        self._call("release", run)
+
+    # ------------------------------------------------------------------ CrashLedger
+
+    def _inflight_key(self, instance_id: str) -> str:
+        return f"{self._crash_prefix}:inflight:{instance_id}"
+
+    def recover(self, instance_id: str) -> int:
+        key = self._inflight_key(instance_id)
+        counts = f"{self._crash_prefix}:counts"
+
+        def run() -> int:
+            raw = self._redis.get(key)
+            ids: list[str] = json.loads(raw) if raw else []
+            if ids:
+                pipe = self._redis.pipeline(transaction=True)
+                for message_id in ids:
+                    pipe.hincrby(counts, message_id, 1)
+                pipe.expire(counts, CRASH_RECORD_TTL_S)
+                pipe.delete(key)
+                pipe.execute()
+            return len(ids)
+
+        return self._call("recover crash record", run)
+
+    def begin(self, instance_id: str, message_ids: Sequence[str]) -> dict[str, int]:
+        def run() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.set(self._inflight_key(instance_id), json.dumps(list(message_ids)), ex=CRASH_RECORD_TTL_S)
+            pipe.hmget(f"{self._crash_prefix}:counts", list(message_ids) or ["-"])
+            return list(pipe.execute())
+
+        _, counts = self._call("record in-flight batch", run)
+        return {mid: int(c) for mid, c in zip(message_ids, counts, strict=False) if c is not None}
+
+    def end(self, instance_id: str) -> None:
+        self._call("clear in-flight batch", lambda: self._redis.delete(self._inflight_key(instance_id)))
+
+
+def _decode_cached(raw: bytes | str) -> CachedAudio:
+    data = json.loads(raw)
+    return CachedAudio(**data)

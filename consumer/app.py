@@ -1,0 +1,319 @@
+"""The composition root: the one place that builds adapters and wires them into the core."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from consumer.adapters.kafka import (
+    KafkaConsumerAdapter,
+    KafkaProducerAdapter,
+    consumer_config,
+    describe,
+    producer_config,
+)
+from consumer.adapters.redis_store import RedisStore
+from consumer.adapters.s3 import S3ObjectStore
+from consumer.core.checkpoint import Checkpointer
+from consumer.core.intake import Intake, IntakePolicy
+from consumer.core.loop import LoopConfig, WorkerLoop
+from consumer.core.messages import Lane
+from consumer.core.pipeline import Pipeline, PipelineConfig
+from consumer.core.results import ResultFactory
+from consumer.engine import BatchLimits, Engine
+from consumer.engines import create_engine
+from consumer.health import HealthServer, HealthState
+from consumer.metrics import Metrics
+from consumer.ports import AudioFinisher, ObjectStore, VoiceResolver
+from consumer.settings import CacheFailurePolicy, Guarantee, WorkerSettings
+from schemas.codec import Framing, registry_client, request_codec, result_codec
+from schemas.model import SynthesisRequest, SynthesisResult
+from tts_stream import __version__
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RunLimits:
+    """Run mode for tests and batch jobs: stop after N answers or S idle seconds."""
+
+    max_messages: int | None = None
+    idle_exit_s: float | None = None
+
+
+def build_finisher(settings: WorkerSettings) -> AudioFinisher:
+    from consumer.audio.finisher import TorchAudioFinisher
+
+    return TorchAudioFinisher.from_settings(settings)
+
+
+def build_resolver(settings: WorkerSettings, store: ObjectStore) -> VoiceResolver:
+    from consumer.voices.resolver import StoreVoiceResolver
+
+    return StoreVoiceResolver.from_settings(settings, store)
+
+
+class WorkerApp:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        *,
+        limits: RunLimits | None = None,
+        engine: Engine | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.limits = limits or RunLimits()
+        self.metrics = metrics or Metrics()
+        self._engine = engine
+        self._loop: WorkerLoop | None = None
+        self._stop_requested = False
+        self.health_port: int | None = None
+
+    def request_stop(self) -> None:
+        self._stop_requested = True
+        if self._loop is not None:
+            self._loop.request_stop()
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum: int, _frame: FrameType | None) -> None:
+            log.info("received %s: finishing in-flight work", signal.Signals(signum).name)
+            self.request_stop()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def run(self) -> None:
+        s = self.settings
+        with ExitStack() as stack:
+            redis_store = RedisStore.from_url(
+                s.redis_url.get_secret_value(),
+                password=s.redis_password.get_secret_value() if s.redis_password else None,
+                group_id=s.group_id,
+            )
+            store = S3ObjectStore(
+                endpoint_url=s.s3_endpoint_url,
+                region=s.s3_region,
+                access_key_id=s.s3_access_key_id.get_secret_value() if s.s3_access_key_id else None,
+                secret_access_key=s.s3_secret_access_key.get_secret_value()
+                if s.s3_secret_access_key
+                else None,
+            )
+            health = self._start_health(stack, redis_store, store)
+            engine, model_version = self._load_engine(stack)
+            recovered = redis_store.recover(s.instance_id)
+            if recovered:
+                log.warning(
+                    "the previous run of this instance died with %d messages in the engine", recovered
+                )
+            results = ResultFactory(
+                engine=engine.name,
+                model_version=model_version,
+                worker_id=s.instance_id,
+                results_topic=s.topics.results,
+                presigner=self._presigner(store) if s.presign_expiry_s else None,
+            )
+            decode, encode_result = self._codecs()
+            intake = Intake(
+                decode,
+                results,
+                IntakePolicy(
+                    limits=s.request_limits,
+                    capabilities=engine.capabilities,
+                    reply_topic_allowlist=frozenset(s.reply_topic_allowlist),
+                ),
+            )
+            producer, consumer = self._kafka_clients(stack)
+            health.add_check("kafka", producer.ping)
+            batch_limits = BatchLimits(
+                max_items=s.max_batch_items or engine.limits.max_items,
+                max_cost=s.max_batch_cost or engine.limits.max_cost,
+            )
+            pipeline = Pipeline(
+                engine=engine,
+                finisher=build_finisher(s),
+                store=store,
+                dedup=redis_store,
+                crashes=redis_store,
+                voices=build_resolver(s, store),
+                results=results,
+                metrics=self.metrics,
+                config=self._pipeline_config(batch_limits),
+                deadline_passed=intake.expired,
+            )
+            pipeline.start()
+            stack.callback(pipeline.stop)
+            checkpointer = Checkpointer(
+                producer,
+                consumer,
+                guarantee=s.guarantee,
+                encode_result=encode_result,
+                dlq_topic=s.topics.dlq,
+                worker_id=s.instance_id,
+                metrics=self.metrics,
+            )
+            loop = WorkerLoop(
+                consumer,
+                intake,
+                pipeline,
+                checkpointer,
+                metrics=self.metrics,
+                config=self._loop_config(batch_limits),
+                heartbeat=health.beat,
+            )
+            self._run_loop(loop, health)
+
+    def _start_health(self, stack: ExitStack, redis_store: RedisStore, store: ObjectStore) -> HealthState:
+        s = self.settings
+        fail_open = s.cache_failure_policy is CacheFailurePolicy.FAIL_OPEN
+        health = HealthState(
+            self.metrics,
+            liveness_stall_s=s.liveness_stall_s,
+            checks={"redis": redis_store.ping, "s3": lambda: _storage_answers(store, s.s3_audio_bucket)},
+            optional=frozenset({"redis"}) if fail_open else frozenset(),
+        )
+        if s.http_port:
+            # Up before the model loads: the startup probe must be answered during the load.
+            server = HealthServer(health, self.metrics, s.http_host, s.http_port)
+            server.start()
+            self.health_port = server.port
+            stack.callback(server.stop)
+        health.start_checker()
+        stack.callback(health.stop)
+        return health
+
+    def _load_engine(self, stack: ExitStack) -> tuple[Engine, str]:
+        s = self.settings
+        engine = self._engine or create_engine(s)
+        started = time.perf_counter()
+        engine.load()
+        stack.callback(engine.close)
+        engine.warm_up()
+        load_s = time.perf_counter() - started
+        self.metrics.model_load_seconds.set(load_s)
+        model_version = s.model_version or engine.model_version
+        self.metrics.build_info.info(
+            {"version": __version__, "engine": engine.name, "model_version": model_version}
+        )
+        log.info(
+            "engine ready",
+            extra={"engine": engine.name, "model_version": model_version, "load_s": round(load_s, 3)},
+        )
+        return engine, model_version
+
+    def _codecs(self) -> tuple[Callable[[bytes], SynthesisRequest], Callable[[SynthesisResult, str], bytes]]:
+        s = self.settings
+        registry = None
+        if s.schema_registry_url:
+            auth = {}
+            if s.schema_registry_username and s.schema_registry_password:
+                secret = s.schema_registry_password.get_secret_value()
+                auth["basic.auth.user.info"] = f"{s.schema_registry_username}:{secret}"
+            registry = registry_client(s.schema_registry_url, **auth)
+        requests = request_codec(registry)
+        results = result_codec(registry)
+        framing = Framing.CONFLUENT if registry is not None else Framing.SINGLE_OBJECT
+
+        def encode_result(result: SynthesisResult, topic: str) -> bytes:
+            return results.encode(result, framing=framing, topic=topic)
+
+        return requests.decode, encode_result
+
+    def _kafka_clients(self, stack: ExitStack) -> tuple[KafkaProducerAdapter, KafkaConsumerAdapter]:
+        s = self.settings
+        base = s.kafka.librdkafka_config()
+        transactional = s.guarantee is Guarantee.EXACTLY_ONCE
+        pconfig = producer_config(
+            base,
+            transactional_id=s.transactional_id if transactional else None,
+            transaction_timeout_ms=s.transaction_timeout_ms,
+        )
+        log.info("kafka producer", extra={"config": describe(pconfig)})
+        # The producer first: init_transactions fences a previous incarnation before we consume.
+        producer = KafkaProducerAdapter(pconfig, transactional=transactional)
+        stack.callback(producer.close)
+        consumer = KafkaConsumerAdapter(
+            consumer_config(
+                base,
+                group_id=s.group_id,
+                instance_id=s.instance_id,
+                session_timeout_ms=s.session_timeout_ms,
+                max_poll_interval_ms=s.max_poll_interval_ms,
+            )
+        )
+        stack.callback(consumer.close)
+        return producer, consumer
+
+    def _pipeline_config(self, batch_limits: BatchLimits) -> PipelineConfig:
+        s = self.settings
+        return PipelineConfig(
+            instance_id=s.instance_id,
+            audio_bucket=s.s3_audio_bucket,
+            audio_prefix=s.s3_audio_prefix,
+            default_loudness_lufs=s.loudness_lufs,
+            lease_ttl_ms=s.lease_ttl_ms,
+            cache_ttl_s=s.cache_ttl_s,
+            cache_failure_policy=s.cache_failure_policy,
+            batch_limits=batch_limits,
+            batch_max_wait_s=s.batch_max_wait_ms / 1000.0,
+            engine_max_retries=s.engine_max_retries,
+            engine_retry_backoff_s=s.engine_retry_backoff_ms / 1000.0,
+            poison_max_attempts=s.poison_max_attempts,
+        )
+
+    def _loop_config(self, batch_limits: BatchLimits) -> LoopConfig:
+        s = self.settings
+        return LoopConfig(
+            lanes={s.topics.requests: Lane.INTERACTIVE, s.topics.bulk: Lane.BULK},
+            poll_batch_size=s.poll_batch_size,
+            max_in_flight=s.max_in_flight,
+            drain_timeout_s=s.drain_timeout_s,
+            commit_interval_s=s.commit_interval_ms / 1000.0,
+            interactive_backlog_jobs=batch_limits.max_items,
+            max_messages=self.limits.max_messages,
+            idle_exit_s=self.limits.idle_exit_s,
+        )
+
+    def _run_loop(self, loop: WorkerLoop, health: HealthState) -> None:
+        self._loop = loop
+        if self._stop_requested:
+            loop.request_stop()
+        health.mark_started()
+        health.mark_loop_running(True)
+        health.run_checks()
+        try:
+            loop.run()
+        finally:
+            health.mark_loop_running(False)
+        log.info("worker stopped", extra={"answered": loop.answered})
+
+    def _presigner(self, store: ObjectStore) -> Callable[[str], tuple[str, int] | None]:
+        expires = self.settings.presign_expiry_s
+
+        def presign(uri: str) -> tuple[str, int] | None:
+            bucket, _, key = uri.removeprefix("s3://").partition("/")
+            try:
+                url = store.presign_get(bucket, key, expires)
+            except Exception as exc:
+                log.warning("presigning failed: %s", exc)
+                return None
+            return url, int(time.time() * 1000) + expires * 1000
+
+        return presign
+
+
+def _storage_answers(store: ObjectStore, bucket: str) -> bool:
+    """A HEAD of a key that need not exist: any answer (even 404) means storage is up."""
+    store.head(bucket, ".tts-stream-health")
+    return True
+
+
+def settings_summary(settings: WorkerSettings) -> dict[str, Any]:
+    """Settings for the start-up log line; SecretStr fields print as '**********'."""
+    return {k: str(v) for k, v in settings.model_dump().items() if k not in ("kafka",)}

@@ -1,0 +1,166 @@
+"""Publishing answers and committing offsets, in the one order that loses nothing.
+
+exactly_once (one Kafka transaction per checkpoint):
+  1. take each partition's finished prefix (offset tracker);
+  2. begin a transaction; produce the prefix's result events and dead letters;
+  3. add the prefix's next offsets to the transaction (send_offsets_to_transaction);
+  4. commit the transaction. Results and offsets become visible together or not at all: a
+     read_committed subscriber sees exactly one result per request, across crashes. Answers of
+     jobs finished *after* an unfinished head wait for the head (they would otherwise be
+     re-consumed and answered twice after a crash).
+  On failure the transaction is aborted and nothing is released: the next checkpoint retries.
+
+at_least_once (cheaper: no transaction markers, plain consumers):
+  1. produce each answer as soon as it is settled (fast tail results are not held back);
+  2. at a checkpoint, flush: wait for every produced record to be acknowledged;
+  3. commit the finished prefix's offsets synchronously.
+  A crash between 2 and 3 re-delivers those requests: they are answered again (from the cache).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from consumer.core.messages import Answer, DeadLetter, Job, OutboundRecord
+from consumer.core.offsets import OffsetTracker
+from consumer.errors import BrokerUnavailable
+from consumer.metrics import Metrics
+from consumer.ports import ConsumerPort, ProducerPort
+from consumer.settings import Guarantee
+from schemas import dlq
+from schemas.model import ErrorCode, SynthesisResult
+
+log = logging.getLogger(__name__)
+
+# Codes that mean "the caller sent something we will never accept" (reported as `invalid`).
+CLIENT_ERRORS = frozenset(
+    {
+        ErrorCode.INVALID_REQUEST,
+        ErrorCode.TEXT_TOO_LONG,
+        ErrorCode.UNSUPPORTED_LANGUAGE,
+        ErrorCode.UNSUPPORTED,
+        ErrorCode.VOICE_NOT_FOUND,
+        ErrorCode.VOICE_NOT_ALLOWED,
+        ErrorCode.VOICE_INVALID,
+        ErrorCode.REPLY_TOPIC_NOT_ALLOWED,
+    }
+)
+
+
+def outcome_label(job: Job) -> str:
+    outcome = job.outcome
+    if isinstance(outcome, DeadLetter):
+        return "dead_lettered"
+    assert isinstance(outcome, Answer)
+    result = outcome.result
+    if result.succeeded:
+        return "succeeded"
+    assert result.error is not None
+    if result.error.code is ErrorCode.EXPIRED:
+        return "expired"
+    if result.error.code in CLIENT_ERRORS:
+        return "invalid"
+    return "failed"
+
+
+class Checkpointer:
+    def __init__(
+        self,
+        producer: ProducerPort,
+        consumer: ConsumerPort,
+        *,
+        guarantee: Guarantee,
+        encode_result: Callable[[SynthesisResult, str], bytes],
+        dlq_topic: str,
+        worker_id: str,
+        metrics: Metrics,
+    ) -> None:
+        self._producer = producer
+        self._consumer = consumer
+        self._guarantee = guarantee
+        self._encode_result = encode_result
+        self._dlq_topic = dlq_topic
+        self._worker_id = worker_id
+        self._metrics = metrics
+
+    @property
+    def transactional(self) -> bool:
+        return self._guarantee is Guarantee.EXACTLY_ONCE
+
+    def settle(self, job: Job) -> None:
+        """The loop's thread takes a finished job: from now on its offset may be committed."""
+        if job.abandoned:
+            return  # revoked meanwhile: the partition's new owner answers it
+        job.settled = True
+        label = outcome_label(job)
+        self._metrics.requests.labels(lane=job.lane.value, outcome=label).inc()
+        if job.request is not None and isinstance(job.outcome, Answer):
+            seconds = max(0.0, time.time() - job.request.created_at_ms / 1000.0)
+            self._metrics.end_to_end.labels(lane=job.lane.value).observe(seconds)
+        if isinstance(job.outcome, DeadLetter):
+            self._metrics.dlq.labels(reason=job.outcome.reason).inc()
+        if not self.transactional:
+            self._producer.produce(self.record_for(job))
+
+    def record_for(self, job: Job) -> OutboundRecord:
+        outcome = job.outcome
+        if isinstance(outcome, Answer):
+            result = outcome.result
+            headers = [("traceparent", result.traceparent.encode())] if result.traceparent else []
+            return OutboundRecord(
+                outcome.topic, result.request_id.encode(), self._encode_result(result, outcome.topic), headers
+            )
+        assert isinstance(outcome, DeadLetter)
+        message = job.message
+        provenance = {
+            dlq.SOURCE_TOPIC: message.topic,
+            dlq.SOURCE_PARTITION: str(message.partition),
+            dlq.SOURCE_OFFSET: str(message.offset),
+            dlq.SOURCE_TIMESTAMP: str(message.timestamp_ms or ""),
+            dlq.REASON: outcome.reason,
+            dlq.ERROR: outcome.error[:1000],
+            dlq.FAILED_AT: str(int(time.time() * 1000)),
+            dlq.WORKER: self._worker_id,
+            dlq.ATTEMPTS: str(outcome.attempts),
+        }
+        original = [(k, v) for k, v in message.headers if k not in provenance]
+        headers = original + [(k, v.encode("utf-8")) for k, v in provenance.items()]
+        return OutboundRecord(self._dlq_topic, message.key, message.value or b"", headers)
+
+    def commit(self, tracker: OffsetTracker) -> int:
+        """Publish and commit every partition's finished prefix; returns the jobs committed.
+
+        Raises BrokerUnavailable (nothing was committed; retry later) or ProducerFenced.
+        """
+        items = tracker.peek_committable()
+        if not items:
+            return 0
+        offsets = {item.tp: item.offset for item in items}
+        started = time.perf_counter()
+        if self.transactional:
+            self._producer.begin()
+            try:
+                for item in items:
+                    for job in item.jobs:
+                        self._producer.produce(self.record_for(job))
+                self._producer.send_offsets(offsets, self._consumer.group_metadata())
+                self._producer.commit()
+            except BrokerUnavailable:
+                self._abort_quietly()
+                raise
+        else:
+            self._producer.flush(30.0)
+            self._consumer.commit(offsets)
+        self._metrics.commit_latency.observe(time.perf_counter() - started)
+        tracker.release(items)
+        count = sum(len(item.jobs) for item in items)
+        log.debug("committed", extra={"jobs": count, "partitions": len(items)})
+        return count
+
+    def _abort_quietly(self) -> None:
+        try:
+            self._producer.abort()
+        except BrokerUnavailable as exc:
+            log.warning("aborting the transaction failed too: %s", exc)

@@ -1,0 +1,254 @@
+"""The poll loop: a handful of calls, none of which waits on the model.
+
+    consume → take (intake) → settle finished jobs → commit → flow control → heartbeat
+
+Synthesis runs in the pipeline's threads, so `max.poll.interval.ms` never measures model
+time. Rebalance callbacks run inside `consume` on this thread; revocation and shutdown drain
+in-flight work within the configured window, commit, and release what they cannot finish.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from consumer.core.checkpoint import Checkpointer
+from consumer.core.flow import FlowController, FlowInputs
+from consumer.core.intake import DecodeRetryLater, Intake
+from consumer.core.messages import InboundMessage, Job, Lane, TopicPartition
+from consumer.core.offsets import OffsetTracker
+from consumer.core.pipeline import Pipeline
+from consumer.errors import BrokerUnavailable
+from consumer.metrics import Metrics
+from consumer.ports import ConsumerPort
+
+log = logging.getLogger(__name__)
+
+DECODE_RETRY_S = 5.0
+LAG_REFRESH_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class LoopConfig:
+    lanes: dict[str, Lane]  # topic -> lane
+    poll_batch_size: int
+    max_in_flight: int
+    drain_timeout_s: float
+    commit_interval_s: float
+    interactive_backlog_jobs: int  # queued interactive jobs that count as a backlog
+    max_messages: int | None = None  # run mode: stop after answering this many
+    idle_exit_s: float | None = None  # run mode: stop after this long with nothing to do
+
+
+class WorkerLoop:
+    def __init__(
+        self,
+        consumer: ConsumerPort,
+        intake: Intake,
+        pipeline: Pipeline,
+        checkpointer: Checkpointer,
+        *,
+        metrics: Metrics,
+        config: LoopConfig,
+        heartbeat: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._consumer = consumer
+        self._intake = intake
+        self._pipeline = pipeline
+        self._checkpointer = checkpointer
+        self._metrics = metrics
+        self._config = config
+        self._heartbeat = heartbeat
+        self._tracker = OffsetTracker()
+        self._flow = FlowController(consumer, metrics, max_in_flight=config.max_in_flight)
+        self._stop = threading.Event()
+        self._in_flight: dict[Lane, int] = dict.fromkeys(Lane, 0)
+        self._answered = 0
+        self._last_commit = 0.0
+        self._last_activity = time.monotonic()
+        self._next_lag_refresh = 0.0
+        self._interactive_lag = 0
+        self._commit_backoff_until = 0.0
+
+    # ------------------------------------------------------------------ public
+
+    def request_stop(self) -> None:
+        """Safe from a signal handler: only sets a flag."""
+        self._stop.set()
+
+    @property
+    def answered(self) -> int:
+        return self._answered
+
+    def run(self) -> None:
+        self._consumer.subscribe(
+            list(self._config.lanes),
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        log.info("worker loop started", extra={"topics": list(self._config.lanes)})
+        while not self._stop.is_set():
+            busy = self._tracker.in_flight > 0
+            messages = self._consumer.consume(self._config.poll_batch_size, 0.01 if busy else 0.1)
+            if messages:
+                self._last_activity = time.monotonic()
+                self._take(messages)
+            self._settle_completed()
+            self._maybe_commit()
+            self._update_flow()
+            self._heartbeat()
+            self._check_run_limits()
+        self._shutdown()
+
+    # ------------------------------------------------------------------ iteration steps
+
+    def _take(self, messages: list[InboundMessage]) -> None:
+        retry: set[TopicPartition] = set()
+        fresh: list[Job] = []
+        for message in messages:
+            tp = message.tp
+            if tp in retry:
+                continue  # we seek back to an earlier offset of this partition
+            lane = self._config.lanes[message.topic]
+            try:
+                job = self._intake.take(message, lane)
+            except DecodeRetryLater as exc:
+                log.warning("cannot decode yet, retrying %s in %.0fs: %s", tp, DECODE_RETRY_S, exc.error)
+                retry.add(tp)
+                self._consumer.seek(tp, message.offset)
+                self._flow.hold(tp, DECODE_RETRY_S)
+                continue
+            self._tracker.track(job)
+            self._in_flight[lane] += 1
+            if job.request is not None:
+                queued_s = max(0.0, (job.taken_at_ms - job.request.created_at_ms) / 1000.0)
+                self._metrics.queue_time.labels(lane=lane.value).observe(queued_s)
+            if job.outcome is not None:
+                self._checkpointer.settle(job)
+            else:
+                fresh.append(job)
+        self._pipeline.submit(fresh)
+        self._metrics.in_flight.set(self._tracker.in_flight)
+
+    def _settle_completed(self) -> None:
+        for job in self._pipeline.completed():
+            self._checkpointer.settle(job)
+
+    def _maybe_commit(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and (
+            now - self._last_commit < self._config.commit_interval_s or now < self._commit_backoff_until
+        ):
+            return
+        self._last_commit = now
+        before = dict(self._count_by_lane())
+        try:
+            committed = self._checkpointer.commit(self._tracker)
+        except BrokerUnavailable as exc:
+            self._metrics.dependency_errors.labels(dependency="kafka").inc()
+            log.warning("commit failed, will retry: %s", exc)
+            self._commit_backoff_until = now + 1.0
+            return
+        if committed:
+            self._answered += committed
+            self._in_flight = self._count_by_lane()
+            log.info(
+                "batch committed",
+                extra={
+                    "committed": committed,
+                    "in_flight": self._tracker.in_flight,
+                    "interactive_done": before[Lane.INTERACTIVE] - self._in_flight[Lane.INTERACTIVE],
+                    "bulk_done": before[Lane.BULK] - self._in_flight[Lane.BULK],
+                },
+            )
+        self._metrics.in_flight.set(self._tracker.in_flight)
+
+    def _count_by_lane(self) -> dict[Lane, int]:
+        return self._tracker.in_flight_by_lane()
+
+    def _update_flow(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_lag_refresh:
+            self._next_lag_refresh = now + LAG_REFRESH_S
+            for lane in Lane:
+                lags = self._consumer.lag(self._flow.assigned(lane))
+                total = sum(lags.values())
+                self._metrics.consumer_lag.labels(lane=lane.value).set(total)
+                if lane is Lane.INTERACTIVE:
+                    self._interactive_lag = total
+        backlog = (
+            self._interactive_lag > 0
+            or self._pipeline.pending_jobs(Lane.INTERACTIVE) >= self._config.interactive_backlog_jobs
+        )
+        self._flow.update(FlowInputs(self._in_flight, backlog, stopping=self._stop.is_set()))
+
+    def _check_run_limits(self) -> None:
+        limit = self._config.max_messages
+        if limit is not None and self._answered >= limit:
+            log.info("answered %d messages, stopping (run mode)", self._answered)
+            self._stop.set()
+        idle = self._config.idle_exit_s
+        if (
+            idle is not None
+            and self._tracker.in_flight == 0
+            and time.monotonic() - self._last_activity >= idle
+        ):
+            log.info("idle for %.1fs, stopping (run mode)", idle)
+            self._stop.set()
+
+    # ------------------------------------------------------------------ draining
+
+    def _drain(self, tps: list[TopicPartition] | None, deadline: float) -> None:
+        """Settle and commit until the given partitions (all when None) have nothing unfinished,
+        or until the deadline."""
+        while True:
+            self._settle_completed()
+            self._maybe_commit(force=True)
+            if not self._tracker.unfinished(tps) or time.monotonic() >= deadline:
+                return
+            self._heartbeat()
+            time.sleep(0.01)
+
+    def _shutdown(self) -> None:
+        log.info("stopping: draining in-flight work", extra={"in_flight": self._tracker.in_flight})
+        self._update_flow()  # pause everything: take no more work
+        # Work not yet in the engine is handed back at once (leases released, offsets left
+        # uncommitted) so the partitions' next owner starts on it without waiting for us.
+        self._pipeline.abandon_queued()
+        self._drain(None, time.monotonic() + self._config.drain_timeout_s)
+        left = self._tracker.unfinished()
+        if left:
+            log.warning("drain window over; %d requests left for the next owner", len(left))
+        self._maybe_commit(force=True)
+        for job in self._tracker.forget(self._flow.assigned()):
+            job.abandoned = True
+
+    # ------------------------------------------------------------------ rebalance callbacks
+
+    def _on_assign(self, tps: list[TopicPartition]) -> None:
+        log.info("partitions assigned", extra={"partitions": [f"{tp.topic}[{tp.partition}]" for tp in tps]})
+        self._flow.add(tps, self._config.lanes)
+
+    def _on_revoke(self, tps: list[TopicPartition]) -> None:
+        log.info(
+            "partitions revoked: draining",
+            extra={"partitions": [f"{tp.topic}[{tp.partition}]" for tp in tps]},
+        )
+        self._pipeline.drop_partitions(tps)  # queued work: the new owner will do it
+        self._drain(tps, time.monotonic() + self._config.drain_timeout_s)
+        self._forget(tps)
+
+    def _on_lost(self, tps: list[TopicPartition]) -> None:
+        log.warning("partitions lost (session expired); their work is abandoned", extra={"count": len(tps)})
+        self._forget(tps)
+
+    def _forget(self, tps: list[TopicPartition]) -> None:
+        for job in self._tracker.forget(tps):
+            job.abandoned = True
+        self._pipeline.drop_partitions(tps, include_started=True)
+        self._flow.remove(tps)
+        self._in_flight = self._count_by_lane()

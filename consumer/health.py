@@ -1,0 +1,177 @@
+"""Health and metrics over HTTP: /livez, /readyz, /startupz and /metrics on one port.
+
+* /startupz — 200 once the model is loaded and warmed up. The chart's startupProbe uses it, so
+  a multi-minute model load needs no fixed initial delay and no liveness failures meanwhile.
+* /livez — 200 while the poll loop completes iterations; 503 when it has not for
+  `liveness_stall_s` (a wedged loop: the pod is restarted). Before the loop starts it is 200:
+  the startup probe covers that period.
+* /readyz — 200 when started, the loop runs, and Kafka, Redis and S3 answered the last
+  background check. Redis down is "degraded" but still ready under the fail_open policy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from consumer.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+DependencyCheck = Callable[[], bool]
+
+
+class HealthState:
+    def __init__(
+        self,
+        metrics: Metrics,
+        *,
+        liveness_stall_s: float,
+        checks: dict[str, DependencyCheck] | None = None,
+        optional: frozenset[str] = frozenset(),
+        check_interval_s: float = 5.0,
+    ) -> None:
+        self._metrics = metrics
+        self._stall_s = liveness_stall_s
+        self._checks = checks or {}
+        self._optional = optional
+        self._interval_s = check_interval_s
+        self._status: dict[str, bool] = dict.fromkeys(self._checks, False)
+        self._started = False
+        self._loop_running = False
+        self._last_beat = time.monotonic()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ updates
+
+    def add_check(self, name: str, check: DependencyCheck) -> None:
+        with self._lock:
+            self._checks = {**self._checks, name: check}
+            self._status.setdefault(name, False)
+
+    def mark_started(self) -> None:
+        self._started = True
+
+    def mark_loop_running(self, running: bool) -> None:
+        self._loop_running = running
+        self._last_beat = time.monotonic()
+
+    def beat(self) -> None:
+        now = time.monotonic()
+        self._last_beat = now
+        self._metrics.last_progress.set(time.time())
+
+    def run_checks(self) -> None:
+        results = {}
+        with self._lock:
+            checks = dict(self._checks)
+        for name, check in checks.items():
+            try:
+                results[name] = bool(check())
+            except Exception:  # a check that throws is a failed check
+                results[name] = False
+        with self._lock:
+            changed = {k: v for k, v in results.items() if self._status.get(k) != v}
+            self._status = results
+        for name, ok in changed.items():
+            (log.info if ok else log.warning)(
+                "dependency %s is %s", name, "reachable" if ok else "unreachable"
+            )
+        self._metrics.ready.set(1 if self.ready()[0] else 0)
+
+    def start_checker(self) -> None:
+        def loop() -> None:
+            while not self._stop.is_set():
+                self.run_checks()
+                self._stop.wait(self._interval_s)
+
+        threading.Thread(target=loop, name="health-checks", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # ------------------------------------------------------------------ verdicts
+
+    def started(self) -> bool:
+        return self._started
+
+    def live(self) -> tuple[bool, dict[str, Any]]:
+        if not self._loop_running:
+            return True, {"loop": "not started"}
+        stalled_for = time.monotonic() - self._last_beat
+        return stalled_for < self._stall_s, {"seconds_since_progress": round(stalled_for, 3)}
+
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        with self._lock:
+            status = dict(self._status)
+        required_ok = all(ok for name, ok in status.items() if name not in self._optional)
+        ok = self._started and self._loop_running and required_ok
+        detail: dict[str, Any] = {"started": self._started, "loop_running": self._loop_running}
+        detail.update(
+            {
+                name: ("ok" if up else ("degraded" if name in self._optional else "down"))
+                for name, up in status.items()
+            }
+        )
+        return ok, detail
+
+
+class HealthServer:
+    def __init__(self, state: HealthState, metrics: Metrics, host: str, port: int) -> None:
+        handler = _handler(state, metrics)
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="health-http", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _handler(state: HealthState, metrics: Metrics) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "tts-stream"
+
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._send(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
+            elif path == "/livez":
+                self._verdict(*state.live())
+            elif path == "/readyz":
+                self._verdict(*state.ready())
+            elif path == "/startupz":
+                self._verdict(state.started(), {"started": state.started()})
+            else:
+                self._send(404, b"not found\n", "text/plain")
+
+        def _verdict(self, ok: bool, detail: dict[str, Any]) -> None:
+            body = json.dumps({"ok": ok, **detail}).encode() + b"\n"
+            self._send(200 if ok else 503, body, "application/json")
+
+        def _send(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return  # probes every few seconds would flood the log
+
+    return Handler
