@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 import io
 import json
+import re
 import struct
 import threading
 from collections.abc import Callable, Mapping
@@ -29,6 +30,7 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from schemas import model
 from schemas.errors import DecodeError, DecodeReason, EncodeError
+from schemas.fastwrite import Unsupported, compile_writer
 
 if TYPE_CHECKING:
     from confluent_kafka.schema_registry import SchemaRegistryClient
@@ -51,6 +53,9 @@ class SchemaVersion:
     parsed: Any
     canonical_form: str
     fingerprint: bytes  # 8 bytes, little-endian, as written in single-object headers
+    # The same schema without logical types: what the codec reads with, so timestamps come
+    # back as the exact integers the model keeps (no datetime round trip, no year-9999 limit).
+    plain: Any = None
 
     @property
     def json(self) -> str:
@@ -80,10 +85,24 @@ def parse_schema_text(text: str) -> Any:
 
 
 def schema_version_from_text(version: int, text: str) -> SchemaVersion:
-    parsed = parse_schema_text(text)
+    raw = json.loads(text)
+    parsed = fastavro.parse_schema(raw)
     canonical = to_parsing_canonical_form(parsed)
-    fp = int(fingerprint(canonical, "CRC-64-AVRO"), 16).to_bytes(8, "little")
-    return SchemaVersion(version, parsed, canonical, fp)
+    # fastavro returns the fingerprint's little-endian bytes as hex, which is exactly what the
+    # single-object header carries (the Avro spec writes the 64-bit CRC least significant first).
+    fp = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
+    plain = fastavro.parse_schema(_without_logical_types(raw), _force=True)
+    return SchemaVersion(version, parsed, canonical, fp, plain)
+
+
+def _without_logical_types(schema: Any) -> Any:
+    """Logical types only change how values are presented, never the bytes; the parsing
+    canonical form (and so the fingerprint) ignores them too."""
+    if isinstance(schema, list):
+        return [_without_logical_types(s) for s in schema]
+    if isinstance(schema, dict):
+        return {k: _without_logical_types(v) for k, v in schema.items() if k != "logicalType"}
+    return schema
 
 
 def load_family(folder: str) -> SchemaFamily:
@@ -143,6 +162,7 @@ class AvroCodec(Generic[T]):
         self._registry = registry
         self._auto_register = auto_register
         self._writer = family.latest
+        self._fast_write = compile_writer(self._writer.parsed)
         self._header = SINGLE_OBJECT_MAGIC + self._writer.fingerprint
         self._ids_by_subject: dict[str, int] = {}
         self._schemas_by_id: dict[int, SchemaVersion] = {}
@@ -168,11 +188,15 @@ class AvroCodec(Generic[T]):
             header = _CONFLUENT_HEADER.pack(CONFLUENT_MAGIC, self._schema_id_for(topic))
         else:
             header = self._header
+        try:
+            return header + self._fast_write(datum)
+        except Unsupported:
+            pass  # something unusual: let fastavro's strict writer encode it or say what is wrong
         buf = io.BytesIO()
         buf.write(header)
         try:
             fastavro.schemaless_writer(buf, self._writer.parsed, datum, strict=True)
-        except (TypeError, ValueError, AttributeError, KeyError) as exc:
+        except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as exc:
             raise self._explain_encode_failure(datum, exc) from exc
         return buf.getvalue()
 
@@ -244,7 +268,8 @@ class AvroCodec(Generic[T]):
         if writer is None:
             raise DecodeError(
                 DecodeReason.UNKNOWN_FINGERPRINT,
-                f"fingerprint {fp[::-1].hex()} matches no bundled {self.family.full_name} version",
+                f"fingerprint {int.from_bytes(fp, 'little'):016x} matches no bundled "
+                f"{self.family.full_name} version",
                 data,
             )
         return writer, 10
@@ -304,14 +329,13 @@ class AvroCodec(Generic[T]):
         try:
             datum = fastavro.schemaless_reader(
                 buf,
-                writer.parsed,
-                self._writer.parsed,
+                writer.plain,
+                self._writer.plain,
                 return_record_name=True,
                 return_record_name_override=True,
             )
         except EOFError as exc:
-            reason = DecodeReason.BAD_LENGTH if "Expected -" in str(exc) else DecodeReason.TRUNCATED
-            raise DecodeError(reason, f"body ends early: {exc}".rstrip(": "), data) from exc
+            raise _length_error(exc, data) from exc
         except UnicodeDecodeError as exc:
             raise DecodeError(DecodeReason.INVALID_UTF8, str(exc), data) from exc
         except (MemoryError, OverflowError) as exc:
@@ -327,6 +351,24 @@ class AvroCodec(Generic[T]):
         if not isinstance(datum, dict):
             raise DecodeError(DecodeReason.INVALID_DATA, "body is not a record", data)
         return datum
+
+
+_EXPECTED_BYTES = re.compile(r"Expected (-?\d+) bytes")
+
+
+def _length_error(exc: EOFError, data: bytes) -> DecodeError:
+    """A negative length, or one longer than the whole message, is a corrupt length prefix;
+    a plausible one that runs past the end is a truncated message."""
+    match = _EXPECTED_BYTES.search(str(exc))
+    if match is not None:
+        declared = int(match.group(1))
+        if declared < 0 or declared > len(data):
+            return DecodeError(
+                DecodeReason.BAD_LENGTH,
+                f"a length prefix says {declared} bytes; the whole message has {len(data)}",
+                data,
+            )
+    return DecodeError(DecodeReason.TRUNCATED, f"body ends early ({exc})", data)
 
 
 def _find_problem(value: Any, schema: Any, path: str) -> tuple[str, str] | None:

@@ -13,6 +13,7 @@ the audio. Changing either encoding is a breaking change: bump the domain string
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import struct
@@ -31,6 +32,29 @@ _SPACE_AROUND_NEWLINE = re.compile(r" ?\n ?")
 _PARAGRAPH_BREAKS = re.compile(r"\n{3,}")
 
 
+# Anything normalise_text would change, apart from NFC: whitespace other than a single space or
+# a line feed, a space next to a line feed or another space, three line feeds, space at the ends.
+_IRREGULAR = re.compile(r"[^\S \n]| [ \n]|\n |\n\n\n|\A\s|\s\Z")
+_ODD_ASCII_SPACE = re.compile(r"[\t\x0b\x0c\r\x1c-\x1f]")
+
+
+def _already_normal(text: str) -> bool:
+    """The fast path: most texts are already normal, and checking is cheaper than rewriting.
+
+    Plain ASCII text is checked with substring searches (no NFC question arises); the general
+    rule is the `_IRREGULAR` pattern plus an NFC check.
+    """
+    if text.isascii():
+        if not text:
+            return True
+        if text[0].isspace() or text[-1].isspace() or "  " in text:
+            return False
+        if _ODD_ASCII_SPACE.search(text) is not None:
+            return False
+        return "\n" not in text or not ("\n " in text or " \n" in text or "\n\n\n" in text)
+    return _IRREGULAR.search(text) is None and unicodedata.is_normalized("NFC", text)
+
+
 def normalise_text(text: str) -> str:
     """Normalise text only where speech cannot differ.
 
@@ -42,6 +66,8 @@ def normalise_text(text: str) -> str:
       break stays a paragraph break, since engines pause on it).
     * Case, punctuation, digits and zero-width joiners are kept: they change pronunciation.
     """
+    if _already_normal(text):
+        return text
     text = unicodedata.normalize("NFC", text)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = _HORIZONTAL_SPACE.sub(" ", text)
@@ -64,15 +90,20 @@ def loudness_token(lufs: float) -> str:
     return f"{round(float(lufs), 1):.1f}"
 
 
+@functools.lru_cache(maxsize=256)
+def _name_prefix(name: str) -> bytes:
+    encoded = name.encode("utf-8")
+    if len(encoded) > 255:
+        raise ValueError(f"field name {name[:20]!r}... is longer than 255 bytes")
+    return struct.pack(">B", len(encoded)) + encoded
+
+
 def canonical_encoding(domain: str, fields: Iterable[tuple[str, str]]) -> bytes:
+    """domain || 0x00 || (u8 name length || name || u32be value length || value)* in UTF-8."""
     parts = [domain.encode("utf-8"), b"\x00"]
     for name, value in fields:
-        name_bytes = name.encode("utf-8")
         value_bytes = value.encode("utf-8")
-        parts.append(struct.pack(">B", len(name_bytes)))
-        parts.append(name_bytes)
-        parts.append(struct.pack(">I", len(value_bytes)))
-        parts.append(value_bytes)
+        parts += (_name_prefix(name), len(value_bytes).to_bytes(4, "big"), value_bytes)
     return b"".join(parts)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import re
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -55,15 +54,29 @@ class RequestLimits:
     max_attribute_value_chars: int = 256
 
 
+def _forbidden_class(*, allow_newlines: bool) -> re.Pattern[str]:
+    """C0/C1 controls (category Cc), surrogates (Cs) and the 66 noncharacters, as one class."""
+    spans = [(0x00, 0x08), (0x0B, 0x0C), (0x0E, 0x1F)] if allow_newlines else [(0x00, 0x1F)]
+    spans += [(0x7F, 0x9F), (0xD800, 0xDFFF), (0xFDD0, 0xFDEF)]
+    spans += [(plane + 0xFFFE, plane + 0xFFFF) for plane in range(0, 0x110000, 0x10000)]
+    return re.compile("[" + "".join(f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in spans) + "]")
+
+
+_FORBIDDEN_IN_TEXT = _forbidden_class(allow_newlines=True)  # text may have lines and tabs
+_FORBIDDEN_IN_LINE = _forbidden_class(allow_newlines=False)
+# The same classes cut down to ASCII: a small bitmap is several times faster to scan with.
+_FORBIDDEN_ASCII_IN_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_FORBIDDEN_ASCII_IN_LINE = re.compile("[\x00-\x1f\x7f]")
+
+
 def _control_character(text: str, *, allow_newlines: bool) -> str | None:
     """The first character that has no place in speakable text (C0/C1 controls, noncharacters)."""
-    for ch in text:
-        if allow_newlines and ch in "\n\r\t":
-            continue
-        category = unicodedata.category(ch)
-        if category in {"Cc", "Cs"} or (0xFDD0 <= ord(ch) <= 0xFDEF) or (ord(ch) & 0xFFFE) == 0xFFFE:
-            return f"U+{ord(ch):04X}"
-    return None
+    if text.isascii():
+        pattern = _FORBIDDEN_ASCII_IN_TEXT if allow_newlines else _FORBIDDEN_ASCII_IN_LINE
+    else:
+        pattern = _FORBIDDEN_IN_TEXT if allow_newlines else _FORBIDDEN_IN_LINE
+    found = pattern.search(text)
+    return None if found is None else f"U+{ord(found.group()):04X}"
 
 
 Report = Callable[[ErrorCode, str, str], None]
