@@ -54,9 +54,9 @@ def build_finisher(settings: WorkerSettings) -> AudioFinisher:
 
 
 def build_resolver(settings: WorkerSettings, store: ObjectStore) -> VoiceResolver:
-    from consumer.voices.resolver import StoreVoiceResolver
+    from consumer.voices.resolver import VoiceResolver as StoreVoiceResolver
 
-    return StoreVoiceResolver.from_settings(settings, store)
+    return StoreVoiceResolver.from_settings(store, settings)
 
 
 class WorkerApp:
@@ -66,9 +66,13 @@ class WorkerApp:
         *,
         limits: RunLimits | None = None,
         engine: Engine | None = None,
+        finisher: AudioFinisher | None = None,
+        resolver: VoiceResolver | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
+        self._finisher = finisher
+        self._resolver = resolver
         self.limits = limits or RunLimits()
         self.metrics = metrics or Metrics()
         self._engine = engine
@@ -137,11 +141,11 @@ class WorkerApp:
             )
             pipeline = Pipeline(
                 engine=engine,
-                finisher=build_finisher(s),
+                finisher=self._finisher or build_finisher(s),
                 store=store,
                 dedup=redis_store,
                 crashes=redis_store,
-                voices=build_resolver(s, store),
+                voices=self._resolver or build_resolver(s, store),
                 results=results,
                 metrics=self.metrics,
                 config=self._pipeline_config(batch_limits),

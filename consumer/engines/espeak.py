@@ -33,6 +33,7 @@ from consumer.engine import (
     EngineError,
     EngineLoadError,
     FailureKind,
+    InvocationCounter,
     SynthesisTask,
     TaskFailure,
     TaskOutcome,
@@ -217,6 +218,7 @@ class EspeakEngine:
         self._presets: frozenset[str] = frozenset()
         self._variants: frozenset[str] = frozenset()
         self._model_version = model_version or "espeak-ng-1.52"
+        self.invocations = InvocationCounter()
 
     @property
     def name(self) -> str:
@@ -280,6 +282,7 @@ class EspeakEngine:
 
     def synthesize(self, tasks: Sequence[SynthesisTask]) -> list[TaskOutcome]:
         pool = self._require_pool()
+        self.invocations.record(tasks)
         outcomes: list[TaskOutcome | None] = [None] * len(tasks)
         jobs: list[tuple[str, str, float]] = []
         positions: list[int] = []
