@@ -51,6 +51,10 @@ integration: up  ## integration tests against the local stack
 e2e: up  ## worker processes and the CLI as a user runs them
 	$(PYTEST) tests/e2e -q
 
+.PHONY: helm-test
+helm-test: up  ## Helm chart renders and rules, KEDA scaling on real lag, Dockerfile and compose checks
+	$(PYTEST) tests/helm -q
+
 .PHONY: test
 test: install up  ## install, start the stack, lint and run every suite that fits in a CI run
 	@scripts/run-tests.sh
