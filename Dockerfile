@@ -1,0 +1,141 @@
+# syntax=docker/dockerfile:1.7
+#
+# tts-stream worker images. Two targets:
+#
+#   docker build --target gpu -t tts-stream:0.1.0-gpu .   CUDA runtime; CosyVoice engine (default)
+#   docker build --target cpu -t tts-stream:0.1.0-cpu .   slim; espeak and null engines
+#
+# No model is baked in: the Helm chart mounts it read-only (optionally filled by
+# `tts-stream models pull`). Both run as UID 10001 with a read-only root filesystem in mind:
+# only /tmp (a volume in Kubernetes and compose) is written. The CosyVoice source tree is not on
+# PyPI; pass it as a named build context to include it:
+#
+#   docker build --target gpu --build-context cosyvoice-src=../CosyVoice -t tts-stream:0.1.0-gpu .
+#
+# Build arguments: VERSION, REVISION and CREATED feed the OCI labels; PIP_INDEX_URL and
+# PIP_EXTRA_INDEX_URL select package indexes (e.g. the PyTorch CPU wheel index for the cpu target,
+# which keeps CUDA libraries out of it).
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG CUDA_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
+
+# ---------------------------------------------------------------- the project as a wheel ---------
+FROM ${PYTHON_IMAGE} AS wheel
+WORKDIR /src
+RUN python -m pip install --no-cache-dir "build>=1.2"
+COPY pyproject.toml README.md LICENSE ./
+COPY schemas ./schemas
+COPY producer ./producer
+COPY consumer ./consumer
+COPY tts_stream ./tts_stream
+RUN python -m build --wheel --outdir /wheels .
+
+# ---------------------------------------------------------------- CPU: dependencies --------------
+FROM ${PYTHON_IMAGE} AS cpu-venv
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/tts-stream
+COPY --from=wheel /wheels /wheels
+RUN set -eux; wheel="$(ls /wheels/tts_stream-*.whl)"; \
+    /opt/tts-stream/bin/pip install "${wheel}[worker,espeak]"
+
+# ---------------------------------------------------------------- CPU: runtime -------------------
+FROM ${PYTHON_IMAGE} AS cpu
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG CREATED=unknown
+LABEL org.opencontainers.image.title="tts-stream" \
+      org.opencontainers.image.description="Kafka stream processor for text-to-speech (CPU: espeak and null engines)" \
+      org.opencontainers.image.licenses="Apache-2.0 AND GPL-3.0-or-later" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.vendor="tts-stream developers"
+# libgomp: torch's CPU kernels. Nothing else from the OS is needed (soundfile bundles libsndfile).
+RUN set -eux; apt-get update; \
+    apt-get install -y --no-install-recommends libgomp1; \
+    rm -rf /var/lib/apt/lists/*; \
+    groupadd --system --gid 10001 tts; \
+    useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin tts
+COPY --from=cpu-venv /opt/tts-stream /opt/tts-stream
+ENV PATH=/opt/tts-stream/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp \
+    XDG_CACHE_HOME=/tmp/.cache \
+    TTS_ENGINE=espeak \
+    TTS_DEVICE=cpu \
+    TTS_HTTP_HOST=0.0.0.0 \
+    TTS_HTTP_PORT=8080
+USER 10001:10001
+WORKDIR /tmp
+EXPOSE 8080
+# Liveness of the poll loop; the start period covers engine start-up. One-shot commands
+# (`topics ensure`, `models pull`) finish before the first check matters.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=4 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/livez' % os.environ.get('TTS_HTTP_PORT', '8080'), timeout=4)"]
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["tts-stream"]
+CMD ["worker"]
+
+# ---------------------------------------------------------------- GPU: CosyVoice source (optional)
+# Empty by default; `--build-context cosyvoice-src=<CosyVoice checkout>` replaces this stage.
+FROM scratch AS cosyvoice-src
+COPY LICENSE /.tts-stream-placeholder
+
+# ---------------------------------------------------------------- GPU: dependencies --------------
+FROM ${CUDA_IMAGE} AS gpu-venv
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 DEBIAN_FRONTEND=noninteractive
+RUN set -eux; apt-get update; \
+    apt-get install -y --no-install-recommends python3 python3-venv; \
+    rm -rf /var/lib/apt/lists/*; \
+    python3 -m venv /opt/tts-stream
+COPY --from=wheel /wheels /wheels
+RUN set -eux; wheel="$(ls /wheels/tts_stream-*.whl)"; \
+    /opt/tts-stream/bin/pip install "${wheel}[worker,cosyvoice]"
+
+# ---------------------------------------------------------------- GPU: runtime -------------------
+FROM ${CUDA_IMAGE} AS gpu
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG CREATED=unknown
+LABEL org.opencontainers.image.title="tts-stream" \
+      org.opencontainers.image.description="Kafka stream processor for text-to-speech (GPU: CosyVoice engine)" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.vendor="tts-stream developers"
+ENV DEBIAN_FRONTEND=noninteractive
+# python3 must match the one the venv was built with (same base image); libsndfile/ffmpeg come
+# with the wheels, sox is what CosyVoice's front end shells out to for some formats.
+RUN set -eux; apt-get update; \
+    apt-get install -y --no-install-recommends python3 libgomp1 sox; \
+    rm -rf /var/lib/apt/lists/*; \
+    groupadd --system --gid 10001 tts; \
+    useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin tts
+COPY --from=gpu-venv /opt/tts-stream /opt/tts-stream
+COPY --from=cosyvoice-src / /opt/cosyvoice/
+ENV PATH=/opt/tts-stream/bin:$PATH \
+    PYTHONPATH=/opt/cosyvoice:/opt/cosyvoice/third_party/Matcha-TTS \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp \
+    XDG_CACHE_HOME=/tmp/.cache \
+    TTS_ENGINE=cosyvoice \
+    TTS_DEVICE=cuda \
+    TTS_MODEL_DIR=/models \
+    TTS_HTTP_HOST=0.0.0.0 \
+    TTS_HTTP_PORT=8080
+USER 10001:10001
+WORKDIR /tmp
+EXPOSE 8080
+# The model load takes minutes: a long start period, after which the loop must stay live.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=900s --retries=4 \
+    CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/livez' % os.environ.get('TTS_HTTP_PORT', '8080'), timeout=4)"]
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["tts-stream"]
+CMD ["worker"]
