@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import yaml
+
 from tests.helm.chart import CHART, ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -36,3 +38,14 @@ def test_chart_readme_is_up_to_date() -> None:
     readme = (CHART / "README.md").read_text(encoding="utf-8")
     for key in ("autoscaling.keda.lanes.interactive.lagThreshold", "kafka.groupId", "topics.partitions"):
         assert f"| `{key}` |" in readme
+
+
+def test_deploy_guide_states_the_chart_defaults() -> None:
+    """The "What the defaults do" table of docs/deploy.md is what test_keda_scaling.py asserts."""
+    guide = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    values = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
+    lanes = values["autoscaling"]["keda"]["lanes"]
+    interactive, bulk = lanes["interactive"]["lagThreshold"], lanes["bulk"]["lagThreshold"]
+    assert f"interactive `lagThreshold` {interactive}, bulk {bulk}" in guide
+    assert f"ceil(50 / {interactive}) = 3" in guide
+    assert f"ceil(1000 / {bulk}) = 2" in guide
