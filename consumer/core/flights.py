@@ -81,8 +81,10 @@ class FlightBoard:
 
     def _place(self, flight: Flight) -> None:
         if flight.state is FlightState.WAITING:
+            self._queues[flight.lane].pop(flight.key, None)
             self._waiting[flight.key] = flight
         else:
+            self._waiting.pop(flight.key, None)
             flight.state = FlightState.QUEUED
             self._queues[flight.lane][flight.key] = flight
             self._lock.notify_all()
@@ -108,10 +110,12 @@ class FlightBoard:
             self._waiting[flight.key] = flight
 
     def finish(self, flight: Flight) -> list[Job]:
-        """Remove the flight; returns its jobs (those not dropped by a revocation)."""
+        """Remove the flight; returns its jobs (those not dropped by a revocation), once: a
+        flight already finished returns none, so no job is ever answered twice."""
         with self._lock:
-            if self._flights.get(flight.key) is flight:
-                del self._flights[flight.key]
+            if self._flights.get(flight.key) is not flight:
+                return []
+            del self._flights[flight.key]
             self._queues[flight.lane].pop(flight.key, None)
             self._waiting.pop(flight.key, None)
             return list(flight.jobs)

@@ -306,7 +306,7 @@ class Pipeline:
             claim = claims[flight.key]
             if isinstance(claim, Hit):
                 self._metrics.cache_lookups.labels(result="hit").inc()
-                self._complete_from_cache(flight, claim.audio)
+                self._complete_from_cache(flight, claim.audio, on_board=False)
                 continue
             self._metrics.cache_lookups.labels(result="miss").inc()
             if isinstance(claim, Acquired):
@@ -322,8 +322,8 @@ class Pipeline:
     def _wait_interval(self, claim: HeldElsewhere) -> float:
         return min(self._config.wait_poll_s, max(0.005, claim.expires_in_ms / 1000.0))
 
-    def _complete_from_cache(self, flight: Flight, audio: CachedAudio) -> None:
-        jobs = self._board.finish(flight) if flight.state is not FlightState.QUEUED else list(flight.jobs)
+    def _complete_from_cache(self, flight: Flight, audio: CachedAudio, *, on_board: bool) -> None:
+        jobs = self._board.finish(flight) if on_board else list(flight.jobs)
         for job in jobs:
             job.outcome = self._results.success(job, audio, cache_hit=True, synthesis_ms=0)
         self._answer(jobs)
@@ -347,7 +347,7 @@ class Pipeline:
         for flight in due:
             claim = claims[flight.key]
             if isinstance(claim, Hit):
-                self._complete_from_cache(flight, claim.audio)
+                self._complete_from_cache(flight, claim.audio, on_board=True)
             elif isinstance(claim, Acquired):
                 # The holder's lease expired without a result: it died. Take over.
                 self._metrics.singleflight_takeovers.inc()

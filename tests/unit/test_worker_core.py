@@ -1,0 +1,437 @@
+"""Pure logic of the worker core, with in-memory fakes (the real parts are in tests/e2e)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytest
+
+from consumer.core.checkpoint import Checkpointer, outcome_label
+from consumer.core.flights import Flight, FlightBoard, FlightState
+from consumer.core.flow import FlowController, FlowInputs
+from consumer.core.intake import DecodeRetryLater, Intake, IntakePolicy
+from consumer.core.messages import (
+    Answer,
+    DeadLetter,
+    InboundMessage,
+    Job,
+    Lane,
+    OutboundRecord,
+    TopicPartition,
+)
+from consumer.core.offsets import OffsetTracker
+from consumer.core.results import ResultFactory
+from consumer.core.tracing import child_span, parse_traceparent
+from consumer.engine import BatchLimits, EngineCapabilities, SynthesisTask
+from consumer.errors import BrokerUnavailable
+from consumer.metrics import Metrics
+from consumer.ports import FinishSpec
+from consumer.settings import Guarantee
+from schemas import dlq
+from schemas.codec import request_codec
+from schemas.errors import DecodeError, DecodeReason
+from schemas.model import AudioFormat, ErrorCode, PresetVoice, RegisteredVoice, SynthesisRequest, now_ms
+from schemas.validation import RequestLimits
+
+TP = TopicPartition("req", 0)
+
+
+def _job(offset: int, tp: TopicPartition = TP, lane: Lane = Lane.INTERACTIVE) -> Job:
+    return Job(InboundMessage(tp.topic, tp.partition, offset, b"k", b"v"), lane)
+
+
+def _settle(job: Job) -> None:
+    job.outcome = DeadLetter("X", "y")
+    job.settled = True
+
+
+# ----------------------------------------------------------------------------------- offsets --
+
+
+def test_commit_offset_is_the_finished_prefix_only() -> None:
+    tracker = OffsetTracker()
+    jobs = [_job(o) for o in (5, 6, 9, 10)]  # 7 and 8 were transaction markers
+    for job in jobs:
+        tracker.track(job)
+    _settle(jobs[1])
+    _settle(jobs[3])
+    assert tracker.peek_committable() == [], "a slow head holds every later offset back"
+    _settle(jobs[0])
+    (item,) = tracker.peek_committable()
+    assert item.offset == 7 and item.jobs == jobs[:2]
+    tracker.release([item])
+    _settle(jobs[2])
+    (item,) = tracker.peek_committable()
+    assert item.offset == 11, "gaps in offsets are not holes in the prefix"
+    tracker.release([item])
+    assert tracker.in_flight == 0
+
+
+def test_tracker_rejects_offsets_out_of_order_and_forgets_revoked_partitions() -> None:
+    tracker = OffsetTracker()
+    tracker.track(_job(3))
+    with pytest.raises(ValueError, match="arrived after"):
+        tracker.track(_job(2))
+    other = TopicPartition("req", 1)
+    tracker.track(_job(0, other, Lane.BULK))
+    assert tracker.in_flight_by_lane() == {Lane.INTERACTIVE: 1, Lane.BULK: 1}
+    dropped = tracker.forget([TP])
+    assert [j.offset for j in dropped] == [3]
+    assert tracker.in_flight == 1
+
+
+def test_abandoned_jobs_are_not_waited_for_but_never_committed() -> None:
+    tracker = OffsetTracker()
+    head, tail = _job(0), _job(1)
+    tracker.track(head)
+    tracker.track(tail)
+    head.abandoned = True
+    _settle(tail)
+    assert tracker.unfinished() == []
+    assert tracker.peek_committable() == []
+
+
+# ----------------------------------------------------------------------------------- flights --
+
+
+def _flight(key: str, lane: Lane = Lane.INTERACTIVE, text: str = "hello") -> Flight:
+    task = SynthesisTask(key=key, text=text)
+    return Flight(key, task, FinishSpec(AudioFormat.WAV, None, -16.0), [_job(0)], lane)
+
+
+def test_batches_take_interactive_first_and_respect_count_and_cost() -> None:
+    board = FlightBoard()
+    for i in range(3):
+        board.add(_flight(f"b{i}", Lane.BULK))
+    for i in range(3):
+        board.add(_flight(f"i{i}", Lane.INTERACTIVE))
+    batch = board.next_batch(BatchLimits(max_items=4, max_cost=1000), 0.0, timeout_s=1)
+    assert [f.key for f in batch] == ["i0", "i1", "i2", "b0"]
+    board.add(_flight("long", Lane.BULK, text="x" * 995))
+    batch = board.next_batch(BatchLimits(max_items=10, max_cost=1000), 0.0, timeout_s=1)
+    assert [f.key for f in batch] == ["b1", "b2"], "the next flight would exceed the cost bound"
+    assert [f.key for f in board.next_batch(BatchLimits(10, 1000), 0.0, timeout_s=1)] == ["long"]
+
+
+def test_a_partial_batch_waits_for_max_wait_then_goes() -> None:
+    board = FlightBoard()
+    board.add(_flight("a"))
+    started = time.monotonic()
+    batch = board.next_batch(BatchLimits(max_items=8, max_cost=1000), 0.15, timeout_s=2)
+    waited = time.monotonic() - started
+    assert [f.key for f in batch] == ["a"]
+    assert waited >= 0.1
+
+
+def test_a_full_batch_goes_at_once_and_quarantined_flights_go_alone() -> None:
+    board = FlightBoard()
+    for i in range(2):
+        board.add(_flight(f"k{i}"))
+    assert len(board.next_batch(BatchLimits(max_items=2, max_cost=1000), 10.0, timeout_s=1)) == 2
+    suspect = _flight("suspect")
+    board.add(suspect)
+    board.add(_flight("fine"))
+    board.requeue(suspect, quarantine=True)
+    assert [f.key for f in board.next_batch(BatchLimits(8, 1000), 0.0, timeout_s=1)] == ["suspect"]
+    assert [f.key for f in board.next_batch(BatchLimits(8, 1000), 0.0, timeout_s=1)] == ["fine"]
+
+
+def test_duplicates_attach_and_lift_a_bulk_flight_to_interactive() -> None:
+    board = FlightBoard()
+    flight = _flight("k", Lane.BULK)
+    board.add(flight)
+    assert board.attach("k", _job(7, lane=Lane.INTERACTIVE))
+    assert not board.attach("other", _job(8))
+    assert flight.lane is Lane.INTERACTIVE and len(flight.jobs) == 2
+    assert board.finish(flight) == flight.jobs
+    assert board.finish(flight) == [], "a finished flight answers nobody twice"
+
+
+def test_waiting_flights_leave_the_waiting_set_when_requeued() -> None:
+    board = FlightBoard()
+    flight = _flight("k")
+    flight.state = FlightState.WAITING
+    board.add(flight)
+    assert board.due_waiters(time.monotonic() + 1) == [flight]
+    board.requeue(flight)
+    assert board.due_waiters(time.monotonic() + 1) == []
+
+
+def test_dropping_partitions_detaches_jobs_and_returns_emptied_flights() -> None:
+    board = FlightBoard()
+    other = TopicPartition("req", 1)
+    shared = _flight("shared")
+    shared.jobs.append(_job(1, other))
+    alone = _flight("alone")
+    running = _flight("running")
+    board.add(shared)
+    board.add(alone)
+    board.add(running)
+    running.state = FlightState.RUNNING
+    emptied = board.drop_partitions([TP], include_started=False)
+    assert emptied == [alone]
+    assert [j.tp for j in shared.jobs] == [other]
+    assert len(running.jobs) == 1, "running work keeps its jobs until the drain window ends"
+    board.drop_partitions([TP], include_started=True)
+    assert running.jobs == []
+
+
+def test_next_batch_returns_empty_after_its_timeout_and_on_close() -> None:
+    board = FlightBoard()
+    assert board.next_batch(BatchLimits(), 0.0, timeout_s=0.05) == []
+    closer = threading.Timer(0.05, board.close)
+    closer.start()
+    assert board.next_batch(BatchLimits(), 0.0, timeout_s=5) == []
+
+
+# -------------------------------------------------------------------------------------- flow --
+
+
+class FakeConsumer:
+    def __init__(self) -> None:
+        self.paused: set[TopicPartition] = set()
+        self.commits: list[dict[TopicPartition, int]] = []
+
+    def pause(self, tps: Sequence[TopicPartition]) -> None:
+        self.paused.update(tps)
+
+    def resume(self, tps: Sequence[TopicPartition]) -> None:
+        self.paused.difference_update(tps)
+
+    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        self.commits.append(dict(offsets))
+
+    def group_metadata(self) -> object:
+        return "group-metadata"
+
+
+def _flow(
+    max_in_flight: int = 100,
+) -> tuple[FlowController, FakeConsumer, list[TopicPartition], list[TopicPartition]]:
+    consumer = FakeConsumer()
+    flow = FlowController(consumer, Metrics(), max_in_flight=max_in_flight)  # type: ignore[arg-type]
+    interactive = [TopicPartition("req", i) for i in range(2)]
+    bulk = [TopicPartition("bulk", i) for i in range(2)]
+    flow.add(interactive + bulk, {"req": Lane.INTERACTIVE, "bulk": Lane.BULK})
+    return flow, consumer, interactive, bulk
+
+
+def test_bulk_is_paused_while_interactive_has_a_backlog() -> None:
+    flow, consumer, _interactive, bulk = _flow()
+    flow.update(FlowInputs({Lane.INTERACTIVE: 5, Lane.BULK: 0}, interactive_backlog=True))
+    assert consumer.paused == set(bulk)
+    flow.update(FlowInputs({Lane.INTERACTIVE: 0, Lane.BULK: 0}, interactive_backlog=False))
+    assert consumer.paused == set()
+
+
+def test_budget_pauses_everything_with_hysteresis_and_bulk_has_half() -> None:
+    flow, consumer, interactive, bulk = _flow(max_in_flight=100)
+    flow.update(FlowInputs({Lane.INTERACTIVE: 60, Lane.BULK: 40}, interactive_backlog=False))
+    assert consumer.paused == set(interactive + bulk)
+    flow.update(FlowInputs({Lane.INTERACTIVE: 45, Lane.BULK: 40}, interactive_backlog=False))
+    assert consumer.paused == set(interactive + bulk), "stays paused until below 80%"
+    flow.update(FlowInputs({Lane.INTERACTIVE: 10, Lane.BULK: 50}, interactive_backlog=False))
+    assert consumer.paused == set(bulk), "bulk may hold at most half the budget"
+
+
+def test_held_partitions_stay_paused_until_their_time() -> None:
+    flow, consumer, interactive, _bulk = _flow()
+    flow.hold(interactive[0], 0.05)
+    flow.update(FlowInputs({Lane.INTERACTIVE: 0, Lane.BULK: 0}, interactive_backlog=False))
+    assert consumer.paused == {interactive[0]}
+    time.sleep(0.06)
+    flow.update(FlowInputs({Lane.INTERACTIVE: 0, Lane.BULK: 0}, interactive_backlog=False))
+    assert consumer.paused == set()
+
+
+# ------------------------------------------------------------------------------------ intake --
+
+
+def _intake(capabilities: EngineCapabilities | None = None, decode: Any = None) -> Intake:
+    results = ResultFactory(engine="e", model_version="m", worker_id="w", results_topic="res")
+    policy = IntakePolicy(
+        limits=RequestLimits(),
+        capabilities=capabilities
+        or EngineCapabilities(presets=frozenset({"en-us"}), languages=frozenset({"en"})),
+        reply_topic_allowlist=frozenset({"team.replies"}),
+    )
+    return Intake(decode or request_codec().decode, results, policy)
+
+
+def _message(request: SynthesisRequest, **kw: Any) -> InboundMessage:
+    return InboundMessage("req", 0, 1, b"k", request_codec().encode(request), **kw)
+
+
+def _request(**fields: Any) -> SynthesisRequest:
+    base: dict[str, Any] = {
+        "request_id": "r1",
+        "text": "hello",
+        "voice": PresetVoice("en-us"),
+        "created_at_ms": now_ms(),
+    }
+    return SynthesisRequest(**{**base, **fields})
+
+
+@pytest.mark.parametrize(
+    ("fields", "code"),
+    [
+        ({"text": ""}, ErrorCode.INVALID_REQUEST),
+        ({"voice": PresetVoice("fr")}, ErrorCode.VOICE_NOT_FOUND),
+        ({"voice": RegisteredVoice("narrator")}, ErrorCode.UNSUPPORTED),
+        ({"style_instruction": "sadly"}, ErrorCode.UNSUPPORTED),
+        ({"language": "de-DE"}, ErrorCode.UNSUPPORTED_LANGUAGE),
+        ({"reply_topic": "not.allowed"}, ErrorCode.REPLY_TOPIC_NOT_ALLOWED),
+        ({"deadline_ms": 1}, ErrorCode.EXPIRED),
+    ],
+)
+def test_intake_answers_what_cannot_be_synthesised(fields: dict[str, Any], code: ErrorCode) -> None:
+    job = _intake().take(_message(_request(**fields)), Lane.INTERACTIVE)
+    assert isinstance(job.outcome, Answer)
+    assert job.outcome.result.error is not None
+    assert job.outcome.result.error.code is code
+    assert job.outcome.topic == "res", "failures never go to an unvetted reply topic"
+
+
+def test_intake_passes_good_requests_and_keeps_the_trace() -> None:
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    job = _intake().take(
+        _message(_request(reply_topic="team.replies"), headers=[("traceparent", parent.encode())]), Lane.BULK
+    )
+    assert job.outcome is None and job.request is not None
+    assert job.traceparent is not None and job.traceparent.split("-")[1] == "0af7651916cd43dd8448eb211c80319c"
+    assert job.traceparent.split("-")[2] != "b7ad6b7169203331", "the worker's span is a child"
+
+
+def test_intake_dead_letters_undecodable_bytes_and_retries_registry_outages() -> None:
+    job = _intake().take(InboundMessage("req", 0, 1, None, b"\xc3\x01junk"), Lane.INTERACTIVE)
+    assert isinstance(job.outcome, DeadLetter) and job.outcome.reason == "TRUNCATED"
+    tombstone = _intake().take(InboundMessage("req", 0, 2, b"k", None), Lane.INTERACTIVE)
+    assert isinstance(tombstone.outcome, DeadLetter)
+
+    def registry_down(raw: bytes) -> SynthesisRequest:
+        raise DecodeError(DecodeReason.REGISTRY_UNAVAILABLE, "connection refused", raw)
+
+    with pytest.raises(DecodeRetryLater):
+        _intake(decode=registry_down).take(
+            InboundMessage("req", 0, 3, None, b"\x00\x00\x00\x00\x01"), Lane.INTERACTIVE
+        )
+
+
+def test_traceparent_parsing_rejects_malformed_headers() -> None:
+    assert parse_traceparent(b"garbage") is None
+    assert parse_traceparent("00-00000000000000000000000000000000-b7ad6b7169203331-01") is None
+    root = child_span(None)
+    assert len(root.trace_id) == 32 and root.traceparent.startswith("00-")
+
+
+# -------------------------------------------------------------------------------- checkpoint --
+
+
+class FakeProducer:
+    def __init__(self, fail_commit: bool = False) -> None:
+        self.events: list[str] = []
+        self.records: list[OutboundRecord] = []
+        self.fail_commit = fail_commit
+
+    def produce(self, record: OutboundRecord) -> None:
+        self.events.append(f"produce:{record.topic}")
+        self.records.append(record)
+
+    def flush(self, timeout_s: float) -> None:
+        self.events.append("flush")
+
+    def begin(self) -> None:
+        self.events.append("begin")
+
+    def send_offsets(self, offsets: Mapping[TopicPartition, int], group_metadata: object) -> None:
+        self.events.append(f"offsets:{sorted((tp.partition, o) for tp, o in offsets.items())}")
+
+    def commit(self) -> None:
+        if self.fail_commit:
+            raise BrokerUnavailable("coordinator moved")
+        self.events.append("commit")
+
+    def abort(self) -> None:
+        self.events.append("abort")
+
+
+def _answered_job(offset: int) -> Job:
+    job = _job(offset)
+    job.request = _request(request_id=f"r{offset}")
+    factory = ResultFactory(engine="e", model_version="m", worker_id="w", results_topic="res")
+    job.outcome = factory.failure(job, ErrorCode.EXPIRED, "late")
+    return job
+
+
+def _checkpointer(producer: FakeProducer, consumer: FakeConsumer, guarantee: Guarantee) -> Checkpointer:
+    return Checkpointer(
+        producer,  # type: ignore[arg-type]
+        consumer,  # type: ignore[arg-type]
+        guarantee=guarantee,
+        encode_result=lambda result, topic: result.request_id.encode(),
+        dlq_topic="dlq",
+        worker_id="w",
+        metrics=Metrics(),
+    )
+
+
+def test_exactly_once_publishes_the_prefix_and_its_offsets_in_one_transaction() -> None:
+    producer, consumer = FakeProducer(), FakeConsumer()
+    checkpoint = _checkpointer(producer, consumer, Guarantee.EXACTLY_ONCE)
+    tracker = OffsetTracker()
+    head, tail = _answered_job(0), _answered_job(1)
+    tracker.track(head)
+    tracker.track(tail)
+    checkpoint.settle(tail)
+    assert checkpoint.commit(tracker) == 0 and producer.events == [], "the tail waits for its head"
+    checkpoint.settle(head)
+    assert checkpoint.commit(tracker) == 2
+    assert producer.events == ["begin", "produce:res", "produce:res", "offsets:[(0, 2)]", "commit"]
+    assert consumer.commits == [], "offsets travel inside the transaction"
+
+
+def test_a_failed_transaction_is_aborted_and_retried_in_full() -> None:
+    producer, consumer = FakeProducer(fail_commit=True), FakeConsumer()
+    checkpoint = _checkpointer(producer, consumer, Guarantee.EXACTLY_ONCE)
+    tracker = OffsetTracker()
+    job = _answered_job(0)
+    tracker.track(job)
+    checkpoint.settle(job)
+    with pytest.raises(BrokerUnavailable):
+        checkpoint.commit(tracker)
+    assert producer.events[-1] == "abort"
+    producer.fail_commit = False
+    assert checkpoint.commit(tracker) == 1, "nothing was released: the next checkpoint retries"
+
+
+def test_at_least_once_publishes_at_once_then_flushes_before_committing() -> None:
+    producer, consumer = FakeProducer(), FakeConsumer()
+    checkpoint = _checkpointer(producer, consumer, Guarantee.AT_LEAST_ONCE)
+    tracker = OffsetTracker()
+    head, tail = _answered_job(0), _answered_job(1)
+    tracker.track(head)
+    tracker.track(tail)
+    checkpoint.settle(tail)
+    assert producer.events == ["produce:res"], "a fast tail is answered without waiting"
+    checkpoint.settle(head)
+    checkpoint.commit(tracker)
+    assert producer.events[-1] == "flush"
+    assert consumer.commits == [{TP: 2}]
+
+
+def test_dead_letters_keep_the_original_bytes_and_say_where_they_came_from() -> None:
+    producer, consumer = FakeProducer(), FakeConsumer()
+    checkpoint = _checkpointer(producer, consumer, Guarantee.AT_LEAST_ONCE)
+    job = Job(InboundMessage("req", 3, 42, b"key", b"\x00bytes", headers=[("traceparent", b"t")]), Lane.BULK)
+    job.outcome = DeadLetter("BAD_MAGIC", "first byte")
+    checkpoint.settle(job)
+    (record,) = producer.records
+    headers = dict(record.headers)
+    assert (record.topic, record.key, record.value) == ("dlq", b"key", b"\x00bytes")
+    assert headers[dlq.SOURCE_TOPIC] == b"req" and headers[dlq.SOURCE_PARTITION] == b"3"
+    assert headers[dlq.SOURCE_OFFSET] == b"42" and headers[dlq.REASON] == b"BAD_MAGIC"
+    assert headers["traceparent"] == b"t"
+    assert outcome_label(job) == "dead_lettered"
