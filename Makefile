@@ -63,3 +63,8 @@ test: install up  ## install, start the stack, lint and run every suite that fit
 .PHONY: clean
 clean:  ## remove caches and build output (keeps .venv and the stack's downloads)
 	rm -rf .mypy_cache .ruff_cache .pytest_cache build *.egg-info
+
+# ------------------------------------------------------------------------- the main job ----------
+.PHONY: demo
+demo: install up  ## set everything up, run a worker on espeak, submit samples, print results, save audio
+	$(PY) scripts/demo.py

@@ -156,26 +156,38 @@ def _library() -> _Library:
     return _state
 
 
-def _list_voices() -> tuple[list[str], list[str]]:
-    """(voice names usable as presets, variant names) as eSpeak reports them."""
+def _list_voices() -> tuple[dict[str, str], list[str]]:
+    """({language code: voice identifier}, variant names) as eSpeak reports them.
+
+    eSpeak selects voices by file identifier ("gmw/en" for British English) while people name
+    them by language ("en-gb"); the preset names we accept are the language codes.
+    """
     state = _library()
-    names: set[str] = set()
+    best: dict[str, tuple[int, str]] = {}
     voices = state.lib.espeak_ListVoices(None)
     i = 0
     while voices[i]:
-        raw: bytes = voices[i].contents.languages or b""
-        # languages: repeated (priority byte, NUL-terminated name), ended by an empty name.
+        voice = voices[i].contents
+        identifier = (voice.identifier or b"").decode("ascii", "replace")
+        raw: bytes = voice.languages or b""
+        # languages: repeated (priority byte, NUL-terminated code), ended by an empty code.
         pos = 0
         while pos < len(raw):
             end = raw.find(b"\x00", pos + 1)
             end = len(raw) if end < 0 else end
-            name = raw[pos + 1 : end].decode("ascii", "replace")
-            if name:
-                names.add(name.lower())
+            code = raw[pos + 1 : end].decode("ascii", "replace").lower()
+            if code and (code not in best or raw[pos] < best[code][0]):
+                best[code] = (raw[pos], identifier)
             pos = end + 1
         i += 1
+    languages = {code: identifier for code, (_, identifier) in best.items()}
+    # Primary subtags ("fr" for "fr-fr") resolve to the highest-priority voice of that language.
+    for code, (priority, identifier) in sorted(best.items(), key=lambda item: item[1][0]):
+        primary = code.split("-", 1)[0]
+        if primary not in languages or best.get(primary, (99, ""))[0] > priority:
+            languages.setdefault(primary, identifier)
     variants = sorted(p.name for p in (_data_dir() / "voices" / "!v").iterdir() if p.is_file())
-    return sorted(names), variants
+    return languages, variants
 
 
 def _speak(text: str, voice: str, speed: float) -> bytes:
@@ -215,7 +227,7 @@ class EspeakEngine:
     def __init__(self, processes: int = 0, *, model_version: str | None = None) -> None:
         self._processes = processes or max(1, os.cpu_count() or 1)
         self._pool: ProcessPoolExecutor | None = None
-        self._presets: frozenset[str] = frozenset()
+        self._voices: dict[str, str] = {}
         self._variants: frozenset[str] = frozenset()
         self._model_version = model_version or "espeak-ng-1.52"
         self.invocations = InvocationCounter()
@@ -235,8 +247,8 @@ class EspeakEngine:
     @property
     def capabilities(self) -> EngineCapabilities:
         return EngineCapabilities(
-            presets=self._presets,
-            languages=self._presets | frozenset(LANGUAGE_ALIASES),
+            presets=frozenset(self._voices),
+            languages=frozenset(self._voices) | frozenset(LANGUAGE_ALIASES),
             cloning=False,
             instruct=False,
         )
@@ -257,14 +269,14 @@ class EspeakEngine:
         context = multiprocessing.get_context("spawn")
         self._pool = ProcessPoolExecutor(max_workers=self._processes, mp_context=context)
         try:
-            presets, variants = self._pool.submit(_list_voices).result(timeout=60)
+            voices, variants = self._pool.submit(_list_voices).result(timeout=60)
         except EngineLoadError:
             raise
         except Exception as exc:
             raise EngineLoadError(f"eSpeak NG failed to start: {exc}") from exc
-        self._presets = frozenset(presets)
+        self._voices = voices
         self._variants = frozenset(variants)
-        log.info("espeak engine loaded", extra={"processes": self._processes, "voices": len(presets)})
+        log.info("espeak engine loaded", extra={"processes": self._processes, "voices": len(voices)})
 
     def warm_up(self) -> None:
         # Touch every pool process so none pays for initialisation during the first real batch.
@@ -272,13 +284,14 @@ class EspeakEngine:
         list(pool.map(_speak_job, [("warm up", "en-us", 1.0)] * self._processes))
 
     def voice_for(self, task: SynthesisTask) -> str:
-        preset = task.preset or "en-us"
+        """The eSpeak voice name for a task: the language's voice file plus the preset's variant."""
+        preset = (task.preset or "en-us").lower()
         base, _, variant = preset.partition("+")
         if task.language:
-            tag = task.language.lower()
-            base = LANGUAGE_ALIASES.get(tag) or (tag if tag in self._presets else tag.split("-", 1)[0])
-            base = LANGUAGE_ALIASES.get(base, base)
-        return f"{base}+{variant}" if variant else base
+            base = task.language.lower()
+        base = LANGUAGE_ALIASES.get(base, base)
+        identifier = self._voices.get(base) or self._voices.get(base.split("-", 1)[0], base)
+        return f"{identifier}+{variant}" if variant else identifier
 
     def synthesize(self, tasks: Sequence[SynthesisTask]) -> list[TaskOutcome]:
         pool = self._require_pool()
