@@ -23,11 +23,17 @@ EXIT_SERVICE_UNAVAILABLE = 3
 
 @click.command()
 @click.option("--engine", help="espeak (default), cosyvoice or null. Overrides TTS_ENGINE.")
-@click.option("--guarantee", type=click.Choice(["exactly_once", "at_least_once"]), help="Overrides TTS_GUARANTEE.")
+@click.option(
+    "--guarantee", type=click.Choice(["exactly_once", "at_least_once"]), help="Overrides TTS_GUARANTEE."
+)
 @click.option("--group-id", help="Consumer group. Overrides TTS_GROUP_ID.")
-@click.option("--instance-id", help="Static member id and transactional id suffix. Overrides TTS_INSTANCE_ID.")
+@click.option(
+    "--instance-id", help="Static member id and transactional id suffix. Overrides TTS_INSTANCE_ID."
+)
 @click.option("--http-port", type=int, help="Health and metrics port (0: none). Overrides TTS_HTTP_PORT.")
-@click.option("--max-messages", type=click.IntRange(1), help="Run mode: stop after answering this many requests.")
+@click.option(
+    "--max-messages", type=click.IntRange(1), help="Run mode: stop after answering this many requests."
+)
 @click.option("--idle-exit", type=click.FloatRange(0.1), help="Run mode: stop after this many idle seconds.")
 def worker(
     engine: str | None,

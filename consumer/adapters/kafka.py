@@ -159,7 +159,9 @@ class KafkaConsumerAdapter:
 def _inbound(message: Message) -> InboundMessage:
     timestamp_type, timestamp = message.timestamp()
     raw_headers: Any = message.headers() or []
-    headers: list[tuple[str, Any]] = list(raw_headers.items() if isinstance(raw_headers, dict) else raw_headers)
+    headers: list[tuple[str, Any]] = list(
+        raw_headers.items() if isinstance(raw_headers, dict) else raw_headers
+    )
     return InboundMessage(
         topic=message.topic() or "",
         partition=message.partition() or 0,
