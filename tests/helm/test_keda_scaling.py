@@ -13,10 +13,10 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
-from confluent_kafka import ConsumerGroupTopicPartitions, Producer, TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from tests.helm.chart import load_values, render
@@ -29,6 +29,19 @@ from tests.helm.keda_model import (
 )
 
 PARTITIONS = 4
+T = TypeVar("T")
+
+
+def retrying(call: Callable[[], T], seconds: float = 15.0) -> T:
+    """Retry the broker's transient answers (a new topic's leaders are still being elected)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return call()
+        except KafkaException as exc:
+            if not exc.args[0].retriable() or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 class Lanes:
@@ -75,22 +88,33 @@ class Lanes:
         producer.commit_transaction(30)
 
     def log_end_offsets(self, topic: str) -> dict[int, int]:
-        requests = {TopicPartition(topic, p): OffsetSpec.latest() for p in range(PARTITIONS)}
-        futures = self.admin.list_offsets(requests, request_timeout=15)
-        return {tp.partition: future.result().offset for tp, future in futures.items()}
+        def read() -> dict[int, int]:
+            requests = {TopicPartition(topic, p): OffsetSpec.latest() for p in range(PARTITIONS)}
+            futures = self.admin.list_offsets(requests, request_timeout=15)
+            return {tp.partition: future.result().offset for tp, future in futures.items()}
+
+        return retrying(read)
 
     def committed_offsets(self, topic: str) -> dict[int, int | None]:
         request = ConsumerGroupTopicPartitions(
             self.group, [TopicPartition(topic, p) for p in range(PARTITIONS)]
         )
-        result = self.admin.list_consumer_group_offsets([request])[self.group].result()
+
+        def read() -> Any:  # a fresh request on each try
+            return self.admin.list_consumer_group_offsets([request])[self.group].result()
+
+        result = retrying(read)
         return {tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in result.topic_partitions}
 
     def commit(self, topic: str, offsets: dict[int, int]) -> None:
         request = ConsumerGroupTopicPartitions(
             self.group, [TopicPartition(topic, p, o) for p, o in offsets.items()]
         )
-        self.admin.alter_consumer_group_offsets([request])[self.group].result()
+
+        def write() -> Any:
+            return self.admin.alter_consumer_group_offsets([request])[self.group].result()
+
+        retrying(write)
 
     def init_group(self) -> None:
         """What `tts-stream topics init-group` does: commit the log end where nothing is committed."""
