@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from tests.helm.chart import CHART, SCENARIOS, helm, render_scenario, scenario_file
+from tests.helm.chart import CHART, KUBE_VERSION, SCENARIOS, helm, render_scenario, scenario_file
 from tests.helm.validation import KEDA_CRD_DIR, KEDA_CRD_SHA256, sha256, validate
 
 EXPECTED_SCENARIOS = {"minimal", "production-keda", "hpa", "fixed-replicas", "sasl-tls", "monitoring"}
@@ -18,7 +18,9 @@ def test_every_scenario_has_a_values_file() -> None:
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_helm_lint_strict(scenario: str) -> None:
-    result = helm("lint", "--strict", str(CHART), "-f", str(scenario_file(scenario)))
+    result = helm(
+        "lint", "--strict", "--kube-version", KUBE_VERSION, str(CHART), "-f", str(scenario_file(scenario))
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
