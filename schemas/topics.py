@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 DAY_MS = 24 * 60 * 60 * 1000
 
@@ -14,11 +14,11 @@ class TopicNames(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    requests: str = "tts.requests"
-    bulk: str = "tts.requests.bulk"
-    results: str = "tts.results"
-    dlq: str = "tts.requests.dlq"
-    backfill_checkpoints: str = "tts.backfill.checkpoints"
+    requests: str = Field("tts.requests", description="interactive request lane")
+    bulk: str = Field("tts.requests.bulk", description="backfill request lane")
+    results: str = Field("tts.results", description="result events")
+    dlq: str = Field("tts.requests.dlq", description="dead letters")
+    backfill_checkpoints: str = Field("tts.backfill.checkpoints", description="backfill progress (compacted)")
 
     def lane(self, name: str) -> str:
         """Topic of a lane by its name: "interactive" or "bulk"."""
