@@ -19,6 +19,7 @@ step() {
 step "lint (ruff, mypy)" make --no-print-directory lint
 step "unit" "$PY" -m pytest tests/unit -q -p no:cacheprovider
 step "integration" "$PY" -m pytest tests/integration -q -p no:cacheprovider
+step "e2e (worker processes, CLI)" "$PY" -m pytest tests/e2e -q -p no:cacheprovider
 step "helm (chart, KEDA, images)" "$PY" -m pytest tests/helm -q -p no:cacheprovider
 
 printf '\n===== summary =====\n'
