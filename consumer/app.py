@@ -18,7 +18,7 @@ from consumer.adapters.kafka import (
     describe,
     producer_config,
 )
-from consumer.adapters.redis_store import RedisStore
+from consumer.adapters.redis_store import RedisResultIndex, RedisStore
 from consumer.adapters.s3 import S3ObjectStore
 from consumer.core.checkpoint import Checkpointer
 from consumer.core.intake import Intake, IntakePolicy
@@ -161,6 +161,8 @@ class WorkerApp:
                 dlq_topic=s.topics.dlq,
                 worker_id=s.instance_id,
                 metrics=self.metrics,
+                result_index=RedisResultIndex(redis_store.client),
+                result_index_ttl_s=s.result_index_ttl_s,
             )
             loop = WorkerLoop(
                 consumer,
@@ -246,7 +248,7 @@ class WorkerApp:
             consumer_config(
                 base,
                 group_id=s.group_id,
-                instance_id=s.instance_id,
+                instance_id=s.instance_id if s.static_membership else None,
                 session_timeout_ms=s.session_timeout_ms,
                 max_poll_interval_ms=s.max_poll_interval_ms,
             )

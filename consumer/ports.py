@@ -174,6 +174,9 @@ class ConsumerPort(Protocol):
 
     def seek(self, tp: TopicPartition, offset: int) -> None: ...
 
+    def positions(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """The next offset the application will receive per partition (past control records)."""
+
     def lag(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         """Messages between our position and the cached high watermark (no broker round trip)."""
 
@@ -226,3 +229,15 @@ class VoiceResolver(Protocol):
     fails with its code) or RetryableError (storage down: try again later)."""
 
     def resolve(self, voice: Voice) -> Resolution: ...
+
+
+# ------------------------------------------------------------------------------ result index --
+
+
+class ResultIndex(Protocol):
+    """A bounded, expiring index of recent results by request id (Redis), written after each
+    commit so `tts-stream results get` finds a result without scanning the results topic.
+    Best effort: raises CacheUnavailable, which the caller logs and ignores."""
+
+    def record(self, results: Sequence[tuple[str, bytes]], ttl_s: int) -> None:
+        """(request id, the result event's bytes as published) pairs."""

@@ -59,64 +59,92 @@ class WorkerSettings(BaseSettings):
         default_factory=TopicNames,
         description="Topic names: TTS_TOPICS_REQUESTS, TTS_TOPICS_BULK, TTS_TOPICS_RESULTS, TTS_TOPICS_DLQ.",
     )
-    group_id: str = Field("tts-workers", description="Consumer group of the workers (KEDA watches its lag).")
+    group_id: str = Field(
+        default="tts-workers", description="Consumer group of the workers (KEDA watches its lag)."
+    )
     instance_id: str = Field(
         default_factory=_default_instance_id,
         description="Static group member id and transactional-id suffix; defaults to POD_NAME, "
         "else the host name.",
     )
+    static_membership: bool = Field(
+        default=True,
+        description="Join as a static member (group.instance.id = instance id): a restarted pod reclaims its "
+        "partitions without a rebalance, but a removed pod's stay idle for the session timeout.",
+    )
     guarantee: Guarantee = Field(
-        Guarantee.EXACTLY_ONCE,
+        default=Guarantee.EXACTLY_ONCE,
         description="exactly_once: results and offsets in one transaction; "
         "at_least_once: cheaper, may repeat.",
     )
     session_timeout_ms: int = Field(
-        45_000, ge=1_000, description="How long the group waits for a silent member before reassigning."
+        default=45_000,
+        ge=1_000,
+        description="How long the group waits for a silent member before reassigning.",
     )
     max_poll_interval_ms: int = Field(
-        300_000, ge=10_000, description="librdkafka's poll watchdog; never measures model time here."
+        default=300_000, ge=10_000, description="librdkafka's poll watchdog; never measures model time here."
     )
     transaction_timeout_ms: int = Field(
-        60_000, ge=1_000, description="Broker aborts a transaction left open this long (a dead worker's)."
+        default=60_000,
+        ge=1_000,
+        description="Broker aborts a transaction left open this long (a dead worker's).",
     )
     schema_registry_url: str | None = Field(
-        None, description="Confluent-compatible registry; set to publish results in Confluent framing."
+        default=None,
+        description="Confluent-compatible registry; set to publish results in Confluent framing.",
     )
-    schema_registry_username: str | None = Field(None, description="Registry basic-auth user.")
-    schema_registry_password: SecretStr | None = Field(None, description="Registry basic-auth password.")
+    schema_registry_username: str | None = Field(default=None, description="Registry basic-auth user.")
+    schema_registry_password: SecretStr | None = Field(
+        default=None, description="Registry basic-auth password."
+    )
 
     # ---- Redis: result cache and single-flight leases
     redis_url: SecretStr = Field(
-        SecretStr("redis://127.0.0.1:6390/0"),
+        default=SecretStr("redis://127.0.0.1:6390/0"),
         description="Redis URL (rediss:// for TLS); treated as a secret.",
     )
-    redis_password: SecretStr | None = Field(None, description="Redis password, if not in the URL.")
+    redis_password: SecretStr | None = Field(default=None, description="Redis password, if not in the URL.")
     cache_ttl_s: int = Field(
-        7 * 24 * 3600, ge=60, description="How long a finished result is served from the cache."
+        default=7 * 24 * 3600, ge=60, description="How long a finished result is served from the cache."
     )
     lease_ttl_ms: int = Field(
-        30_000, ge=1_000, description="Single-flight lease lifetime; renewed every third of it while working."
+        default=30_000,
+        ge=1_000,
+        description="Single-flight lease lifetime; renewed every third of it while working.",
+    )
+    result_index_ttl_s: int = Field(
+        default=24 * 3600,
+        ge=0,
+        description="Keep each result findable by request id this long (~0.5 kB each); 0: off.",
     )
     cache_failure_policy: CacheFailurePolicy = Field(
-        CacheFailurePolicy.FAIL_OPEN,
+        default=CacheFailurePolicy.FAIL_OPEN,
         description="Redis down: fail_open synthesises anyway (counted, logged); "
         "wait pauses until it is back.",
     )
 
     # ---- S3-compatible object storage
-    s3_endpoint_url: str | None = Field(None, description="S3 endpoint; unset means AWS S3 for the region.")
-    s3_region: str = Field("us-east-1", description="S3 region (signing).")
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3 endpoint; unset means AWS S3 for the region."
+    )
+    s3_region: str = Field(default="us-east-1", description="S3 region (signing).")
     s3_access_key_id: SecretStr | None = Field(
-        None, description="S3 access key; unset uses the default chain (pod identity, env, files)."
+        default=None, description="S3 access key; unset uses the default chain (pod identity, env, files)."
     )
-    s3_secret_access_key: SecretStr | None = Field(None, description="S3 secret key (with the access key).")
-    s3_audio_bucket: str = Field("tts-audio", description="Bucket for produced audio.")
+    s3_secret_access_key: SecretStr | None = Field(
+        default=None, description="S3 secret key (with the access key)."
+    )
+    s3_audio_bucket: str = Field(default="tts-audio", description="Bucket for produced audio.")
     s3_audio_prefix: str = Field(
-        "audio/", description="Key prefix for produced audio (keys end in the sha256)."
+        default="audio/", description="Key prefix for produced audio (keys end in the sha256)."
     )
-    s3_voices_bucket: str = Field("tts-voices", description="Bucket of the voice registry.")
+    s3_voices_bucket: str = Field(default="tts-voices", description="Bucket of the voice registry.")
     presign_expiry_s: int = Field(
-        0, ge=0, le=7 * 24 * 3600, description="Add presigned https URLs valid this long to results; 0: none."
+        default=0,
+        ge=0,
+        le=7 * 24 * 3600,
+        description="Add presigned https URLs valid this long to results; 0: none.",
     )
 
     # ---- what requests may reference
@@ -129,65 +157,93 @@ class WorkerSettings(BaseSettings):
         default_factory=list, description="Comma-separated topics a request may name as its reply topic."
     )
     max_text_chars: int = Field(
-        5000, ge=1, le=100_000, description="Longest text accepted (after normalisation)."
+        default=5000, ge=1, le=100_000, description="Longest text accepted (after normalisation)."
     )
     max_prompt_audio_bytes: int = Field(
-        10 * 1024 * 1024, ge=1024, description="Largest prompt-audio object fetched."
+        default=10 * 1024 * 1024, ge=1024, description="Largest prompt-audio object fetched."
     )
-    max_prompt_audio_seconds: float = Field(30.0, gt=0, description="Longest prompt audio accepted.")
+    max_prompt_audio_seconds: float = Field(default=30.0, gt=0, description="Longest prompt audio accepted.")
 
     # ---- engine
-    engine: str = Field("espeak", description="Speech engine: espeak, cosyvoice, or null (benchmarks only).")
-    model_dir: Path | None = Field(None, description="Model directory (cosyvoice); mounted read-only.")
+    engine: str = Field(
+        default="espeak", description="Speech engine: espeak, cosyvoice, or null (benchmarks only)."
+    )
+    model_dir: Path | None = Field(
+        default=None, description="Model directory (cosyvoice); mounted read-only."
+    )
     model_version: str | None = Field(
-        None,
+        default=None,
         description="Overrides the engine's model version in results and cache keys (e.g. a release tag).",
     )
-    espeak_processes: int = Field(0, ge=0, description="eSpeak NG worker processes; 0: one per CPU.")
+    espeak_processes: int = Field(default=0, ge=0, description="eSpeak NG worker processes; 0: one per CPU.")
     null_latency_ms: int = Field(
-        0, ge=0, description="null engine: fixed latency per batch (imitates a GPU)."
+        default=0, ge=0, description="null engine: fixed latency per batch (imitates a GPU)."
     )
-    null_latency_per_item_ms: float = Field(0.0, ge=0, description="null engine: extra latency per item.")
-    cosyvoice_fp16: bool = Field(False, description="cosyvoice: half precision.")
-    cosyvoice_load_jit: bool = Field(False, description="cosyvoice: load the TorchScript modules.")
-    cosyvoice_load_trt: bool = Field(False, description="cosyvoice: TensorRT flow decoder.")
-    cosyvoice_load_vllm: bool = Field(False, description="cosyvoice: vLLM for the language model.")
-    cosyvoice_trt_concurrent: int = Field(1, ge=1, description="cosyvoice: TensorRT execution contexts.")
+    null_latency_per_item_ms: float = Field(
+        default=0.0, ge=0, description="null engine: extra latency per item."
+    )
+    cosyvoice_fp16: bool = Field(default=False, description="cosyvoice: half precision.")
+    cosyvoice_load_jit: bool = Field(default=False, description="cosyvoice: load the TorchScript modules.")
+    cosyvoice_load_trt: bool = Field(default=False, description="cosyvoice: TensorRT flow decoder.")
+    cosyvoice_load_vllm: bool = Field(default=False, description="cosyvoice: vLLM for the language model.")
+    cosyvoice_trt_concurrent: int = Field(
+        default=1, ge=1, description="cosyvoice: TensorRT execution contexts."
+    )
 
     # ---- batching and flow control
     max_batch_items: int | None = Field(
-        None, ge=1, description="Cap on tasks per engine batch; unset: the engine's."
+        default=None, ge=1, description="Cap on tasks per engine batch; unset: the engine's."
     )
     max_batch_cost: int | None = Field(
-        None, ge=1, description="Cap on a batch's estimated cost (characters); unset: the engine's."
+        default=None, ge=1, description="Cap on a batch's estimated cost (characters); unset: the engine's."
     )
-    batch_max_wait_ms: int = Field(20, ge=0, description="How long a partial batch waits for company.")
+    batch_max_wait_ms: int = Field(
+        default=20, ge=0, description="How long a partial batch waits for company."
+    )
     max_in_flight: int = Field(
-        2000, ge=1, description="Messages taken and not yet committed before partitions are paused."
+        default=2000, ge=1, description="Messages taken and not yet committed before partitions are paused."
     )
-    poll_batch_size: int = Field(500, ge=1, description="Messages taken per poll.")
-    engine_max_retries: int = Field(3, ge=0, description="Retries of a transient engine failure per task.")
-    engine_retry_backoff_ms: int = Field(500, ge=0, description="First retry back-off (doubles each time).")
+    poll_batch_size: int = Field(default=500, ge=1, description="Messages taken per poll.")
+    engine_max_retries: int = Field(
+        default=3, ge=0, description="Retries of a transient engine failure per task."
+    )
+    engine_retry_backoff_ms: int = Field(
+        default=500, ge=0, description="First retry back-off (doubles each time)."
+    )
     commit_interval_ms: int = Field(
-        20, ge=1, description="Shortest time between commits (each is a transaction under exactly_once)."
+        default=20,
+        ge=1,
+        description="Shortest time between commits (each is a transaction under exactly_once).",
     )
 
     # ---- audio post-processing
     loudness_lufs: float = Field(
-        -16.0, ge=-40.0, le=-5.0, description="Integrated loudness target (BS.1770)."
+        default=-16.0, ge=-40.0, le=-5.0, description="Integrated loudness target (BS.1770)."
     )
-    true_peak_dbtp: float = Field(-1.0, ge=-12.0, le=0.0, description="True-peak ceiling of the limiter.")
-    device: str = Field("auto", description="torch device for post-processing: auto, cpu, cuda, cuda:N.")
+    true_peak_dbtp: float = Field(
+        default=-1.0, ge=-12.0, le=0.0, description="True-peak ceiling of the limiter."
+    )
+    device: str = Field(
+        default="auto", description="torch device for post-processing: auto, cpu, cuda, cuda:N."
+    )
 
     # ---- lifecycle, health, crash-loop protection
     drain_timeout_s: float = Field(
-        20.0, gt=0, description="On SIGTERM or revocation, how long in-flight work may take to finish."
+        default=20.0,
+        gt=0,
+        description="On SIGTERM or revocation, how long in-flight work may take to finish.",
     )
-    http_host: str = Field("127.0.0.1", description="Health/metrics bind address (the chart sets 0.0.0.0).")
-    http_port: int = Field(8080, ge=0, le=65535, description="Health and metrics port; 0: no HTTP server.")
-    liveness_stall_s: float = Field(60.0, gt=0, description="/livez fails after the loop stalls this long.")
+    http_host: str = Field(
+        default="127.0.0.1", description="Health/metrics bind address (the chart sets 0.0.0.0)."
+    )
+    http_port: int = Field(
+        default=8080, ge=0, le=65535, description="Health and metrics port; 0: no HTTP server."
+    )
+    liveness_stall_s: float = Field(
+        default=60.0, gt=0, description="/livez fails after the loop stalls this long."
+    )
     poison_max_attempts: int = Field(
-        3, ge=1, description="A message in the engine during this many crashes goes to the DLQ."
+        default=3, ge=1, description="A message in the engine during this many crashes goes to the DLQ."
     )
 
     @field_validator("prompt_audio_allowlist", "reply_topic_allowlist", mode="before")

@@ -14,11 +14,13 @@ class TopicNames(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    requests: str = Field("tts.requests", description="interactive request lane")
-    bulk: str = Field("tts.requests.bulk", description="backfill request lane")
-    results: str = Field("tts.results", description="result events")
-    dlq: str = Field("tts.requests.dlq", description="dead letters")
-    backfill_checkpoints: str = Field("tts.backfill.checkpoints", description="backfill progress (compacted)")
+    requests: str = Field(default="tts.requests", description="interactive request lane")
+    bulk: str = Field(default="tts.requests.bulk", description="backfill request lane")
+    results: str = Field(default="tts.results", description="result events")
+    dlq: str = Field(default="tts.requests.dlq", description="dead letters")
+    backfill_checkpoints: str = Field(
+        default="tts.backfill.checkpoints", description="backfill progress (compacted)"
+    )
 
     def lane(self, name: str) -> str:
         """Topic of a lane by its name: "interactive" or "bulk"."""

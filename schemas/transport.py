@@ -30,21 +30,25 @@ class KafkaConnection(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated host:port list")
+    bootstrap_servers: str = Field(default="127.0.0.1:9092", description="Comma-separated host:port list")
     security_protocol: SecurityProtocol = Field(
-        SecurityProtocol.PLAINTEXT, description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
+        default=SecurityProtocol.PLAINTEXT, description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
     )
-    sasl_mechanism: SaslMechanism | None = Field(None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
-    sasl_username: str | None = Field(None, description="SASL user")
-    sasl_password: SecretStr | None = Field(None, description="SASL password (secret)")
+    sasl_mechanism: SaslMechanism | None = Field(
+        default=None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+    )
+    sasl_username: str | None = Field(default=None, description="SASL user")
+    sasl_password: SecretStr | None = Field(default=None, description="SASL password (secret)")
     ssl_ca_location: str | None = Field(
         default=None, description="PEM file of the CA that signed the brokers"
     )
     ssl_certificate_location: str | None = Field(default=None, description="client certificate (mTLS)")
-    ssl_key_location: str | None = Field(None, description="client key (mTLS)")
-    ssl_key_password: SecretStr | None = Field(None, description="password of the client key (secret)")
+    ssl_key_location: str | None = Field(default=None, description="client key (mTLS)")
+    ssl_key_password: SecretStr | None = Field(
+        default=None, description="password of the client key (secret)"
+    )
     ssl_endpoint_identification: bool = Field(default=True, description="verify the broker host name")
-    client_id: str = Field("tts-stream", description="client.id the brokers log and quota by")
+    client_id: str = Field(default="tts-stream", description="client.id the brokers log and quota by")
     extra: dict[str, str] = Field(default_factory=dict, description="raw librdkafka properties")
 
     @model_validator(mode="after")

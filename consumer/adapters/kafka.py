@@ -27,16 +27,13 @@ def consumer_config(
     base: Mapping[str, Any],
     *,
     group_id: str,
-    instance_id: str,
+    instance_id: str | None,
     session_timeout_ms: int,
     max_poll_interval_ms: int,
 ) -> dict[str, Any]:
-    return {
+    config = {
         **base,
         "group.id": group_id,
-        # Static membership: a restarted pod with the same name gets its partitions back
-        # without a group-wide rebalance (rolling restarts don't stampede).
-        "group.instance.id": instance_id,
         "partition.assignment.strategy": "cooperative-sticky",
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
@@ -48,6 +45,11 @@ def consumer_config(
         "max.poll.interval.ms": max_poll_interval_ms,
         "logger": librdkafka_log,
     }
+    if instance_id is not None:
+        # Static membership: a restarted pod with the same name gets its partitions back
+        # without a group-wide rebalance (rolling restarts don't stampede).
+        config["group.instance.id"] = instance_id
+    return config
 
 
 def producer_config(
@@ -124,6 +126,13 @@ class KafkaConsumerAdapter:
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self._consumer.seek(KafkaTopicPartition(tp.topic, tp.partition, offset))
+
+    def positions(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        return {
+            TopicPartition(p.topic, p.partition): p.offset
+            for p in self._consumer.position(_to_kafka(tps))
+            if p.offset >= 0
+        }
 
     def lag(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         if not tps:

@@ -92,6 +92,10 @@ class RedisStore:
         except redis.RedisError as exc:
             raise CacheUnavailable(f"redis {what}: {exc}") from exc
 
+    @property
+    def client(self) -> redis.Redis:
+        return self._redis
+
     def ping(self) -> bool:
         try:
             return bool(self._redis.ping())
@@ -180,6 +184,33 @@ class RedisStore:
 
     def end(self, instance_id: str) -> None:
         self._call("clear in-flight batch", lambda: self._redis.delete(self._inflight_key(instance_id)))
+
+
+def result_index_key(request_id: str) -> str:
+    return f"tts:result-index:{request_id}"
+
+
+class RedisResultIndex:
+    """ResultIndex on Redis: `tts:result-index:<request id>` -> the result event's bytes."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client
+
+    def record(self, results: Sequence[tuple[str, bytes]], ttl_s: int) -> None:
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            for request_id, value in results:
+                pipe.set(result_index_key(request_id), value, ex=ttl_s)
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise CacheUnavailable(f"redis result index: {exc}") from exc
+
+    def get(self, request_id: str) -> bytes | None:
+        try:
+            value = self._redis.get(result_index_key(request_id))
+        except redis.RedisError as exc:
+            raise CacheUnavailable(f"redis result index: {exc}") from exc
+        return value if isinstance(value, bytes) else None
 
 
 def _decode_cached(raw: bytes | str) -> CachedAudio:

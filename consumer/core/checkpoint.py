@@ -23,11 +23,11 @@ import logging
 import time
 from collections.abc import Callable
 
-from consumer.core.messages import Answer, DeadLetter, Job, OutboundRecord
-from consumer.core.offsets import OffsetTracker
-from consumer.errors import BrokerUnavailable
+from consumer.core.messages import Answer, DeadLetter, Job, OutboundRecord, TopicPartition
+from consumer.core.offsets import Committable, OffsetTracker
+from consumer.errors import BrokerUnavailable, CacheUnavailable
 from consumer.metrics import Metrics
-from consumer.ports import ConsumerPort, ProducerPort
+from consumer.ports import ConsumerPort, ProducerPort, ResultIndex
 from consumer.settings import Guarantee
 from schemas import dlq
 from schemas.model import ErrorCode, SynthesisResult
@@ -76,6 +76,8 @@ class Checkpointer:
         dlq_topic: str,
         worker_id: str,
         metrics: Metrics,
+        result_index: ResultIndex | None = None,
+        result_index_ttl_s: int = 0,
     ) -> None:
         self._producer = producer
         self._consumer = consumer
@@ -84,6 +86,8 @@ class Checkpointer:
         self._dlq_topic = dlq_topic
         self._worker_id = worker_id
         self._metrics = metrics
+        self._index = result_index if result_index_ttl_s > 0 else None
+        self._index_ttl_s = result_index_ttl_s
 
     @property
     def transactional(self) -> bool:
@@ -137,7 +141,7 @@ class Checkpointer:
         items = tracker.peek_committable()
         if not items:
             return 0
-        offsets = {item.tp: item.offset for item in items}
+        offsets = self._offsets_for(items)
         started = time.perf_counter()
         if self.transactional:
             self._producer.begin()
@@ -155,9 +159,40 @@ class Checkpointer:
             self._consumer.commit(offsets)
         self._metrics.commit_latency.observe(time.perf_counter() - started)
         tracker.release(items)
+        self._index_results([job for item in items for job in item.jobs])
         count = sum(len(item.jobs) for item in items)
         log.debug("committed", extra={"jobs": count, "partitions": len(items)})
         return count
+
+    def _offsets_for(self, items: list[Committable]) -> dict[TopicPartition, int]:
+        """The finished prefix's next offset; where the prefix is everything taken from the
+        partition, the consumer's position instead, which also steps over transaction markers
+        (committing "last + 1" would leave a lag of 1 behind a transactional producer forever,
+        and KEDA could never scale the lane to zero)."""
+        offsets = {item.tp: item.offset for item in items}
+        complete = [item.tp for item in items if item.complete]
+        if complete:
+            for tp, position in self._consumer.positions(complete).items():
+                if position > offsets[tp]:
+                    offsets[tp] = position
+        return offsets
+
+    def _index_results(self, jobs: list[Job]) -> None:
+        """After the commit: only results a read_committed subscriber can see are indexed."""
+        if self._index is None:
+            return
+        entries = []
+        for job in jobs:
+            if isinstance(job.outcome, Answer):
+                result = job.outcome.result
+                entries.append((result.request_id, self._encode_result(result, job.outcome.topic)))
+        if not entries:
+            return
+        try:
+            self._index.record(entries, self._index_ttl_s)
+        except CacheUnavailable as exc:
+            self._metrics.dependency_errors.labels(dependency="redis").inc()
+            log.debug("result index not updated: %s", exc)
 
     def _abort_quietly(self) -> None:
         try:

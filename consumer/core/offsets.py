@@ -22,6 +22,7 @@ class Committable:
     tp: TopicPartition
     offset: int
     jobs: list[Job]
+    complete: bool = False  # the prefix is everything taken from this partition
 
 
 class OffsetTracker:
@@ -66,7 +67,9 @@ class OffsetTracker:
                     break
                 prefix.append(job)
             if prefix:
-                out.append(Committable(tp, prefix[-1].offset + 1, prefix))
+                out.append(
+                    Committable(tp, prefix[-1].offset + 1, prefix, complete=len(prefix) == len(ledger))
+                )
         return out
 
     def release(self, committed: Iterable[Committable]) -> None:

@@ -194,6 +194,7 @@ class FakeConsumer:
     def __init__(self) -> None:
         self.paused: set[TopicPartition] = set()
         self.commits: list[dict[TopicPartition, int]] = []
+        self.position: dict[TopicPartition, int] = {}
 
     def pause(self, tps: Sequence[TopicPartition]) -> None:
         self.paused.update(tps)
@@ -206,6 +207,9 @@ class FakeConsumer:
 
     def group_metadata(self) -> object:
         return "group-metadata"
+
+    def positions(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: self.position.get(tp, -1) for tp in tps}
 
 
 def _flow(
@@ -435,3 +439,19 @@ def test_dead_letters_keep_the_original_bytes_and_say_where_they_came_from() -> 
     assert headers[dlq.SOURCE_OFFSET] == b"42" and headers[dlq.REASON] == b"BAD_MAGIC"
     assert headers["traceparent"] == b"t"
     assert outcome_label(job) == "dead_lettered"
+
+
+def test_a_fully_finished_partition_commits_its_position_past_transaction_markers() -> None:
+    producer, consumer = FakeProducer(), FakeConsumer()
+    checkpoint = _checkpointer(producer, consumer, Guarantee.AT_LEAST_ONCE)
+    tracker = OffsetTracker()
+    first, second = _answered_job(0), _answered_job(1)
+    tracker.track(first)
+    tracker.track(second)
+    consumer.position[TP] = 3  # offset 2 is the producer's commit marker
+    checkpoint.settle(first)
+    checkpoint.commit(tracker)
+    assert consumer.commits[-1] == {TP: 1}, "a partial prefix commits last + 1"
+    checkpoint.settle(second)
+    checkpoint.commit(tracker)
+    assert consumer.commits[-1] == {TP: 3}, "a complete prefix commits the position"
