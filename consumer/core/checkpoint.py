@@ -173,8 +173,7 @@ class Checkpointer:
         complete = [item.tp for item in items if item.complete]
         if complete:
             for tp, position in self._consumer.positions(complete).items():
-                if position > offsets[tp]:
-                    offsets[tp] = position
+                offsets[tp] = max(offsets[tp], position)
         return offsets
 
     def _index_results(self, jobs: list[Job]) -> None:
