@@ -15,6 +15,8 @@ from tts_stream.logs import configure_logging
 _COMMANDS = {
     "topics": "producer.cli:topics",
     "worker": "consumer.cli:worker",
+    "voices": "consumer.cli_voices:voices",
+    "models": "consumer.cli_models:models",
 }
 _WORKER_SIDE = ("consumer.",)
 
