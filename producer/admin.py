@@ -15,8 +15,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka import (
+    ConsumerGroupState,
+    ConsumerGroupTopicPartitions,
+    IsolationLevel,
+    KafkaException,
+    TopicPartition,
+)
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ConfigResource,
+    NewTopic,
+    OffsetSpec,
+)
 
 from schemas.topics import TopicSpec
 
@@ -58,6 +69,10 @@ class TopicReport:
 
 class TopicAdminError(Exception):
     """The cluster refused or could not be reached while ensuring topics."""
+
+
+class TopicMissing(TopicAdminError):
+    """A topic the operation needs does not exist."""
 
 
 def ensure_topics(
@@ -129,3 +144,122 @@ def _describe_configs(admin: AdminClient, names: list[str], timeout_s: float) ->
             raise TopicAdminError(f"describing {resource.name} failed: {exc}") from exc
         out[resource.name] = {key: entry.value for key, entry in entries.items()}
     return out
+
+
+# ----------------------------------------------------------------------------- init-group --
+
+
+class PartitionInitState(enum.StrEnum):
+    INITIALISED = "initialised"  # had no committed offset; now the log end
+    KEPT = "kept"  # already had a committed offset: left alone
+    GROUP_ACTIVE = "group-active"  # the group has members; they own the offsets
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionInit:
+    topic: str
+    partition: int
+    state: PartitionInitState
+    offset: int | None
+
+    def describe(self) -> str:
+        where = f"{self.topic}[{self.partition}]"
+        if self.state is PartitionInitState.INITIALISED:
+            return f"{where}: committed the log end, offset {self.offset}"
+        if self.state is PartitionInitState.KEPT:
+            return f"{where}: already committed at offset {self.offset}; left alone"
+        return f"{where}: the group has active members; they own its offsets"
+
+
+def init_group_offsets(
+    admin_config: dict[str, Any], group: str, topics: Sequence[str], *, timeout_s: float = 30.0
+) -> list[PartitionInit]:
+    """Commit the log-end offset for every partition of `topics` that `group` has no committed
+    offset for; leave the others alone. Idempotent.
+
+    Why: a consumer group that has never committed reports no lag, so KEDA (which scales on lag)
+    would not start a worker for the first messages. With a committed offset at the log end,
+    every message produced afterwards is lag from the start. The end used is the last stable
+    offset (read_committed), so a transaction still open at this moment is not skipped.
+    """
+    admin = AdminClient(admin_config)
+    try:
+        metadata = admin.list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        raise TopicAdminError(f"cannot reach Kafka to list topics: {exc}") from exc
+    partitions: list[TopicPartition] = []
+    for topic in topics:
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None:
+            raise TopicMissing(f"topic {topic} does not exist: run `tts-stream topics ensure` first")
+        partitions += [TopicPartition(topic, p) for p in sorted(found.partitions)]
+
+    try:
+        description = admin.describe_consumer_groups([group], request_timeout=timeout_s)[group].result()
+        state = description.state
+        committed_future = admin.list_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions(group, partitions)], request_timeout=timeout_s
+        )[group]
+        committed = {(tp.topic, tp.partition): tp.offset for tp in committed_future.result().topic_partitions}
+    except KafkaException as exc:
+        raise TopicAdminError(f"cannot read the offsets of group {group}: {exc.args[0].str()}") from exc
+
+    reports: list[PartitionInit] = []
+    to_commit: list[TopicPartition] = []
+    uncommitted = [tp for tp in partitions if committed.get((tp.topic, tp.partition), -1) < 0]
+    ends = _last_stable_offsets(admin, uncommitted, timeout_s)
+    active = state not in (ConsumerGroupState.EMPTY, ConsumerGroupState.DEAD, ConsumerGroupState.UNKNOWN)
+    for tp in partitions:
+        offset = committed.get((tp.topic, tp.partition), -1)
+        if offset >= 0:
+            reports.append(PartitionInit(tp.topic, tp.partition, PartitionInitState.KEPT, offset))
+        elif active:
+            reports.append(PartitionInit(tp.topic, tp.partition, PartitionInitState.GROUP_ACTIVE, None))
+        else:
+            end = ends[(tp.topic, tp.partition)]
+            to_commit.append(TopicPartition(tp.topic, tp.partition, end))
+            reports.append(PartitionInit(tp.topic, tp.partition, PartitionInitState.INITIALISED, end))
+    if to_commit:
+        try:
+            admin.alter_consumer_group_offsets(
+                [ConsumerGroupTopicPartitions(group, to_commit)], request_timeout=timeout_s
+            )[group].result()
+        except KafkaException as exc:
+            error = exc.args[0]
+            if error.name() in ("UNKNOWN_MEMBER_ID", "REBALANCE_IN_PROGRESS", "GROUP_NOT_EMPTY"):
+                # A worker joined between our check and the commit: its offsets win.
+                return [
+                    PartitionInit(r.topic, r.partition, PartitionInitState.GROUP_ACTIVE, None)
+                    if r.state is PartitionInitState.INITIALISED
+                    else r
+                    for r in reports
+                ]
+            raise TopicAdminError(f"committing offsets for group {group} failed: {error.str()}") from exc
+        log.info(
+            "initialised %d partition offset(s) of group %s",
+            len(to_commit),
+            group,
+            extra={"group": group, "partitions": len(to_commit)},
+        )
+    return reports
+
+
+def _last_stable_offsets(
+    admin: AdminClient, partitions: list[TopicPartition], timeout_s: float
+) -> dict[tuple[str, int], int]:
+    if not partitions:
+        return {}
+    futures = admin.list_offsets(
+        {tp: OffsetSpec.latest() for tp in partitions},  # type: ignore[no-untyped-call]
+        isolation_level=IsolationLevel.READ_COMMITTED,
+        request_timeout=timeout_s,
+    )
+    ends: dict[tuple[str, int], int] = {}
+    for tp, future in futures.items():
+        try:
+            ends[(tp.topic, tp.partition)] = int(future.result().offset)
+        except KafkaException as exc:
+            raise TopicAdminError(
+                f"cannot read the end offset of {tp.topic}[{tp.partition}]: {exc.args[0].str()}"
+            ) from exc
+    return ends

@@ -1,4 +1,4 @@
-"""Producer-side commands: topics, submit, watch, backfill."""
+"""`tts-stream topics ensure` and `tts-stream topics init-group`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,13 @@ import sys
 
 import click
 
-from producer.admin import TopicAdminError, ensure_topics
+from producer.admin import (
+    PartitionInitState,
+    TopicAdminError,
+    TopicMissing,
+    ensure_topics,
+    init_group_offsets,
+)
 from producer.settings import ProducerSettings
 from schemas.topics import default_topic_specs
 
@@ -79,3 +85,46 @@ def ensure(
         click.echo(f"{report.state.value:17} {report.describe()}")
     if any(report.is_problem for report in reports):
         sys.exit(1)
+
+
+@topics.command("init-group")
+@click.option("--group", required=True, help="Consumer group of the workers, e.g. tts-worker.")
+@click.option(
+    "--topic",
+    "topic_names",
+    multiple=True,
+    metavar="TOPIC",
+    help="Topic to initialise (repeatable). Default: both request lanes.",
+)
+@click.option(
+    "--bootstrap-servers",
+    envvar="TTS_KAFKA_BOOTSTRAP_SERVERS",
+    default=None,
+    help="Overrides TTS_KAFKA_BOOTSTRAP_SERVERS.",
+)
+def init_group(group: str, topic_names: tuple[str, ...], bootstrap_servers: str | None) -> None:
+    """Commit the log end for partitions GROUP has no committed offset for.
+
+    A consumer group that never committed shows no lag, so KEDA would not scale workers up for
+    the first messages; the Helm chart runs this as a hook. Partitions with a committed offset
+    are left alone, and so is a group with active members. Safe to run any number of times.
+
+    Exits 1 when a topic does not exist, 3 when Kafka cannot be reached.
+    """
+    settings = ProducerSettings()
+    config = settings.kafka.librdkafka_config()
+    if bootstrap_servers:
+        config["bootstrap.servers"] = bootstrap_servers
+    names = list(topic_names) or [settings.topics.requests, settings.topics.bulk]
+    try:
+        reports = init_group_offsets(config, group, names)
+    except TopicMissing as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except TopicAdminError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_SERVICE_UNAVAILABLE)
+    for report in reports:
+        click.echo(f"{report.state.value:12} {report.describe()}")
+    initialised = sum(r.state is PartitionInitState.INITIALISED for r in reports)
+    click.echo(f"group {group}: {initialised} of {len(reports)} partition(s) initialised")

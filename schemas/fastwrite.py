@@ -97,7 +97,8 @@ def _write_string(out: bytearray, value: Any) -> None:
         data = value.encode("utf-8")
     except UnicodeEncodeError as exc:  # lone surrogates
         raise Unsupported from exc
-    out += _long_bytes(len(data))
+    size = len(data)
+    out += _SMALL[size] if size < 8192 else _long_bytes(size)
     out += data
 
 

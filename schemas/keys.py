@@ -101,9 +101,12 @@ def _name_prefix(name: str) -> bytes:
 def canonical_encoding(domain: str, fields: Iterable[tuple[str, str]]) -> bytes:
     """domain || 0x00 || (u8 name length || name || u32be value length || value)* in UTF-8."""
     parts = [domain.encode("utf-8"), b"\x00"]
+    append = parts.append
     for name, value in fields:
         value_bytes = value.encode("utf-8")
-        parts += (_name_prefix(name), len(value_bytes).to_bytes(4, "big"), value_bytes)
+        append(_name_prefix(name))
+        append(len(value_bytes).to_bytes(4, "big"))
+        append(value_bytes)
     return b"".join(parts)
 
 

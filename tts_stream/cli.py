@@ -14,6 +14,9 @@ from tts_stream.logs import configure_logging
 # command name -> "module:attribute" of its click command
 _COMMANDS = {
     "topics": "producer.cli:topics",
+    "submit": "producer.cli_submit:submit",
+    "watch": "producer.cli_submit:watch",
+    "backfill": "producer.cli_backfill:backfill",
     "worker": "consumer.cli:worker",
     "voices": "consumer.cli_voices:voices",
     "models": "consumer.cli_models:models",

@@ -1,0 +1,275 @@
+"""`TtsProducer`: submit synthesis requests to Kafka.
+
+    with TtsProducer(bootstrap_servers="kafka:9092") as tts:
+        request_id = tts.submit("Hello!", voice="preset:en-us")
+    # leaving the block flushed: every request was acknowledged, or DeliveryFailed was raised
+
+Guarantees and where errors surface:
+
+* A request is validated before anything is produced; `InvalidRequest` names every bad field.
+* The producer is idempotent with acks=all: a broker retry never duplicates a message, and an
+  acknowledged message is on every in-sync replica.
+* The message key is the request's routing key (docs/keys.md), so identical requests share a
+  partition and the worker can merge them.
+* Delivery is asynchronous. Failures are collected and raised as one `DeliveryFailed` by
+  `flush()`, which leaving the `with` block calls. `submit()` itself never reports them, so a
+  caller has exactly one place to handle them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+from producer.errors import DeliveryFailed, DeliveryFailure, KafkaUnavailable, ProducerClosed
+from producer.ports import KafkaProducerPort, default_producer
+from producer.requests import build_request, validate
+from producer.settings import Lane, ProducerSettings
+from schemas.codec import AvroCodec, Framing, registry_client, request_codec
+from schemas.keys import routing_key
+from schemas.model import AudioFormat, SynthesisRequest, Voice
+from schemas.validation import RequestLimits
+
+log = logging.getLogger(__name__)
+
+TRACEPARENT_HEADER = "traceparent"
+_POLL_EVERY = 1000  # serve delivery callbacks regularly so failures do not pile up unseen
+
+
+class TtsProducer:
+    """Produces `SynthesisRequest`s to the request lanes. Not thread-safe: one per thread."""
+
+    def __init__(
+        self,
+        settings: ProducerSettings | None = None,
+        *,
+        bootstrap_servers: str | None = None,
+        lane: Lane | str | None = None,
+        framing: Framing | str | None = None,
+        schema_registry_url: str | None = None,
+        limits: RequestLimits | None = None,
+        linger_ms: int | None = None,
+        config: Mapping[str, Any] | None = None,
+        producer_factory: Any = None,
+        codec: AvroCodec[SynthesisRequest] | None = None,
+    ) -> None:
+        """Settings come from `settings` (e.g. `ProducerSettings()` reads TTS_* variables), and
+        any keyword argument given overrides them; with no settings, only the keywords count.
+        `config` adds raw librdkafka properties (security, tuning)."""
+        overrides: dict[str, Any] = {
+            key: value
+            for key, value in {
+                "lane": lane,
+                "framing": framing,
+                "schema_registry_url": schema_registry_url,
+                "limits": limits,
+                "linger_ms": linger_ms,
+            }.items()
+            if value is not None
+        }
+        if settings is None:
+            settings = ProducerSettings.from_values(**overrides)
+        elif overrides:
+            settings = settings.model_copy(update=overrides)
+        if bootstrap_servers is not None:
+            kafka = settings.kafka.model_copy(update={"bootstrap_servers": bootstrap_servers})
+            settings = settings.model_copy(update={"kafka": kafka})
+        self.settings = settings
+        self._lane = Lane(settings.lane)
+        self._framing = Framing(settings.framing)
+        self._limits = settings.limits
+        self._codec = codec or _make_codec(settings, self._framing)
+        producer_config = {**settings.producer_config(), **dict(config or {})}
+        self._producer: KafkaProducerPort = (producer_factory or default_producer)(producer_config)
+        self._failures: list[DeliveryFailure] = []
+        self._since_poll = 0
+        self._closed = False
+        self.submitted = 0
+        self.delivered = 0
+
+    # ------------------------------------------------------------------------------ submit
+
+    def submit(
+        self,
+        text: str,
+        voice: Voice | str,
+        *,
+        prompt_text: str | None = None,
+        request_id: str | None = None,
+        language: str | None = None,
+        style_instruction: str | None = None,
+        speed: float = 1.0,
+        output_format: str | AudioFormat = AudioFormat.WAV,
+        sample_rate_hz: int | None = None,
+        loudness_lufs: float | None = None,
+        deadline: datetime | None = None,
+        ttl_s: float | None = None,
+        reply_topic: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+        lane: Lane | str | None = None,
+        traceparent: str | None = None,
+    ) -> str:
+        """Validate and queue one request; return its request id (generated unless given).
+
+        `voice` is a `Voice` or a string: `preset:NAME`, `registered:ID_OR_ALIAS`, or
+        `prompt:s3://bucket/key` together with `prompt_text` (the prompt audio's transcript).
+        """
+        request = build_request(
+            text,
+            voice,
+            prompt_text=prompt_text,
+            request_id=request_id,
+            language=language,
+            style_instruction=style_instruction,
+            speed=speed,
+            output_format=output_format,
+            sample_rate_hz=sample_rate_hz,
+            loudness_lufs=loudness_lufs,
+            deadline=deadline,
+            ttl_s=ttl_s,
+            reply_topic=reply_topic,
+            attributes=attributes,
+        )
+        return self.submit_request(request, lane=lane, traceparent=traceparent)
+
+    def submit_request(
+        self,
+        request: SynthesisRequest,
+        *,
+        lane: Lane | str | None = None,
+        traceparent: str | None = None,
+    ) -> str:
+        """Validate and queue a ready-made request; return its request id."""
+        if self._closed:
+            raise ProducerClosed("this TtsProducer is closed")
+        validate(request, self._limits)
+        topic = self.topic_for(lane)
+        value = self._codec.encode(request, framing=self._framing, topic=topic)
+        headers = [(TRACEPARENT_HEADER, traceparent.encode())] if traceparent else None
+        self._produce(topic, value, routing_key(request).encode(), request.request_id, headers)
+        return request.request_id
+
+    def submit_many(
+        self,
+        requests: Iterable[SynthesisRequest | Mapping[str, Any]],
+        *,
+        lane: Lane | str | None = None,
+    ) -> Iterator[str]:
+        """Queue requests one by one as the iterable yields them, yielding each request id.
+
+        Items are `SynthesisRequest`s or mappings of `submit()`'s keyword arguments. Memory
+        stays flat however many there are. An invalid item raises `InvalidRequest` when it is
+        reached; the ones before it are already queued (validate first for all-or-nothing).
+        """
+        topic_lane = lane
+        for item in requests:
+            if isinstance(item, SynthesisRequest):
+                yield self.submit_request(item, lane=topic_lane)
+            else:
+                yield self.submit(**item, lane=topic_lane)
+
+    def topic_for(self, lane: Lane | str | None = None) -> str:
+        return self.settings.topics.lane(Lane(lane or self._lane).value)
+
+    # ------------------------------------------------------------------------------ delivery
+
+    def _produce(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes,
+        request_id: str,
+        headers: list[tuple[str, bytes]] | None,
+    ) -> None:
+        def delivered(err: Any, msg: Any) -> None:
+            if err is None:
+                self.delivered += 1
+            else:
+                self._failures.append(
+                    DeliveryFailure(request_id, topic, err.name(), err.str(), bool(err.retriable()))
+                )
+
+        while True:
+            try:
+                self._producer.produce(topic, value, key, on_delivery=delivered, headers=headers)
+                break
+            except BufferError:
+                # The local queue is full: wait for the brokers to catch up (backpressure).
+                self._producer.poll(0.05)
+        self.submitted += 1
+        self._since_poll += 1
+        if self._since_poll >= _POLL_EVERY:
+            self._since_poll = 0
+            self._producer.poll(0)
+
+    @property
+    def pending(self) -> int:
+        """Messages queued or in flight, not yet acknowledged or failed."""
+        return len(self._producer)
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        """Wait until every queued request is acknowledged; raise `DeliveryFailed` listing the
+        ones that failed since the last flush (and any still unacknowledged at the timeout)."""
+        remaining = self._producer.flush(-1 if timeout_s is None else max(0.0, timeout_s))
+        failures, self._failures = self._failures, []
+        if failures or remaining:
+            log.error(
+                "%d request(s) not delivered",
+                len(failures) + remaining,
+                extra={"failed": len(failures), "unacknowledged": remaining},
+            )
+            raise DeliveryFailed(failures, undelivered=remaining)
+
+    def check_connection(self, timeout_s: float = 10.0, lanes: Iterable[Lane | str] = ()) -> None:
+        """Raise `KafkaUnavailable` unless the brokers answer and the lane topics exist."""
+        wanted = [self.topic_for(lane) for lane in lanes] or [self.topic_for()]
+        try:
+            metadata = self._producer.list_topics(timeout=timeout_s)
+        except Exception as exc:  # KafkaException: transport failure, no broker answered
+            raise KafkaUnavailable(
+                f"no Kafka broker answered at {self.settings.kafka.bootstrap_servers} ({exc})"
+            ) from exc
+        missing = [topic for topic in wanted if topic not in metadata.topics]
+        if missing:
+            raise KafkaUnavailable(
+                f"topic(s) {', '.join(missing)} do not exist: create them with `tts-stream topics ensure`"
+            )
+
+    # ------------------------------------------------------------------------------ lifecycle
+
+    def close(self, timeout_s: float | None = None) -> None:
+        """Flush and stop accepting requests. Raises `DeliveryFailed` like `flush()`."""
+        if self._closed:
+            return
+        self._closed = True
+        self.flush(timeout_s)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            self.close()
+            return
+        # Already failing: still deliver what was queued, but never hide the original error.
+        try:
+            self.close()
+        except DeliveryFailed as failed:
+            log.error("while handling another error: %s", failed, extra={"failed": len(failed.failures)})
+
+
+def _make_codec(settings: ProducerSettings, framing: Framing) -> AvroCodec[SynthesisRequest]:
+    if framing is Framing.CONFLUENT:
+        if not settings.schema_registry_url:
+            raise ValueError("framing 'confluent' needs schema_registry_url (TTS_SCHEMA_REGISTRY_URL)")
+        registry = registry_client(settings.schema_registry_url, **settings.registry_config())
+        return request_codec(registry, auto_register=settings.schema_registry_auto_register)
+    return request_codec()
