@@ -148,7 +148,7 @@ class WorkerApp:
                 voices=self._resolver or build_resolver(s, store),
                 results=results,
                 metrics=self.metrics,
-                config=self._pipeline_config(batch_limits),
+                config=self._pipeline_config(batch_limits, model_version),
                 deadline_passed=intake.expired,
             )
             pipeline.start()
@@ -256,10 +256,11 @@ class WorkerApp:
         stack.callback(consumer.close)
         return producer, consumer
 
-    def _pipeline_config(self, batch_limits: BatchLimits) -> PipelineConfig:
+    def _pipeline_config(self, batch_limits: BatchLimits, model_version: str) -> PipelineConfig:
         s = self.settings
         return PipelineConfig(
             instance_id=s.instance_id,
+            model_version=model_version,
             audio_bucket=s.s3_audio_bucket,
             audio_prefix=s.s3_audio_prefix,
             default_loudness_lufs=s.loudness_lufs,

@@ -64,6 +64,10 @@ class CachedAudio:
     sample_rate_hz: int
     sha256: str
     created_at_ms: int
+    # What produced it, so operators can purge by voice or by engine/model version.
+    engine: str = ""
+    model_version: str = ""
+    voice: str = ""  # ResolvedVoice.token(): "preset:<name>" or "content:<voice id>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +105,9 @@ class DedupStore(Protocol):
 
     def release(self, keys: Sequence[str], owner: str) -> None:
         """Drop our leases without a result (abandoned work): waiters take over at once."""
+
+    def count_lookups(self, hits: int, misses: int) -> None:
+        """Add to the cluster-wide hit/miss counters (written with the next round trip)."""
 
 
 # ---------------------------------------------------------------------------- audio finishing --

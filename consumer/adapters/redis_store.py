@@ -55,6 +55,8 @@ return 1
 """
 
 CRASH_RECORD_TTL_S = 24 * 3600
+CACHE_HITS_KEY = "tts:stats:cache-hits"
+CACHE_MISSES_KEY = "tts:stats:cache-misses"
 
 
 def result_key(cache_key: str) -> str:
@@ -73,6 +75,8 @@ class RedisStore:
         self._release: Script = client.register_script(_RELEASE)
         self._complete: Script = client.register_script(_COMPLETE)
         self._crash_prefix = f"tts:crash:{{{group_id}}}"
+        self._unsent_hits = 0
+        self._unsent_misses = 0
 
     @classmethod
     def from_url(cls, url: str, *, password: str | None, group_id: str, timeout_s: float = 2.0) -> RedisStore:
@@ -105,13 +109,20 @@ class RedisStore:
     # ------------------------------------------------------------------ DedupStore
 
     def claim(self, keys: Sequence[str], owner: str, lease_ttl_ms: int) -> dict[str, Claim]:
+        hits, misses = self._unsent_hits, self._unsent_misses
+
         def run() -> list[Any]:
             pipe = self._redis.pipeline(transaction=False)
             for key in keys:
                 self._claim(keys=[result_key(key), lease_key(key)], args=[owner, lease_ttl_ms], client=pipe)
+            if hits or misses:  # the counters ride along: no round trip of their own
+                pipe.incrby(CACHE_HITS_KEY, hits)
+                pipe.incrby(CACHE_MISSES_KEY, misses)
             return list(pipe.execute())
 
-        replies = self._call("claim", run)
+        replies = self._call("claim", run)[: len(keys)]
+        self._unsent_hits -= hits
+        self._unsent_misses -= misses
         out: dict[str, Claim] = {}
         for key, (raw_kind, value) in zip(keys, replies, strict=True):
             kind = raw_kind.decode() if isinstance(raw_kind, bytes) else raw_kind
@@ -148,6 +159,10 @@ class RedisStore:
             pipe.execute()
 
         self._call("release", run)
+
+    def count_lookups(self, hits: int, misses: int) -> None:
+        self._unsent_hits += hits
+        self._unsent_misses += misses
 
     # ------------------------------------------------------------------ CrashLedger
 
@@ -215,4 +230,5 @@ class RedisResultIndex:
 
 def _decode_cached(raw: bytes | str) -> CachedAudio:
     data = json.loads(raw)
-    return CachedAudio(**data)
+    known = CachedAudio.__dataclass_fields__
+    return CachedAudio(**{k: v for k, v in data.items() if k in known})

@@ -38,6 +38,7 @@ class Flight:
     spec: FinishSpec
     jobs: list[Job]
     lane: Lane
+    voice_token: str = ""
     leased: bool = False
     state: FlightState = FlightState.QUEUED
     seq: int = field(default_factory=lambda: next(_sequence))

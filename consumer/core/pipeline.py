@@ -68,6 +68,7 @@ Sleeper = Callable[[float], bool]  # sleep up to N seconds; True when the pipeli
 @dataclass(frozen=True, slots=True)
 class PipelineConfig:
     instance_id: str
+    model_version: str
     audio_bucket: str
     audio_prefix: str
     default_loudness_lufs: float
@@ -254,7 +255,7 @@ class Pipeline:
         key = cache_key(
             CacheKeyInputs(
                 engine=self._engine.name,
-                model_version=self._engine.model_version,
+                model_version=self._config.model_version,
                 voice=resolution.key_voice,
                 text=request.text,
                 language=request.language,
@@ -281,7 +282,7 @@ class Pipeline:
             speed=request.speed,
         )
         spec = FinishSpec(request.output_format, request.sample_rate_hz, lufs)
-        return key, Flight(key, task, spec, [job], job.lane)
+        return key, Flight(key, task, spec, [job], job.lane, voice_token=resolution.key_voice.token())
 
     def _claim(self, flights: list[Flight]) -> None:
         started = time.perf_counter()
@@ -302,6 +303,8 @@ class Pipeline:
             return
         finally:
             self._metrics.cache_latency.labels(operation="claim").observe(time.perf_counter() - started)
+        hits = sum(1 for claim in claims.values() if isinstance(claim, Hit))
+        self._dedup.count_lookups(hits, len(flights) - hits)
         for flight in flights:
             claim = claims[flight.key]
             if isinstance(claim, Hit):
@@ -554,7 +557,7 @@ class Pipeline:
         metadata = {
             "cache-key": flight.key,
             "engine": self._engine.name,
-            "model-version": self._engine.model_version,
+            "model-version": self._config.model_version,
             "duration-seconds": f"{audio.duration_seconds:.3f}",
             "sample-rate-hz": str(audio.sample_rate_hz),
         }
@@ -590,6 +593,9 @@ class Pipeline:
             sample_rate_hz=audio.sample_rate_hz,
             sha256=audio.sha256,
             created_at_ms=int(time.time() * 1000),
+            engine=self._engine.name,
+            model_version=self._config.model_version,
+            voice=flight.voice_token,
         )
         self._write_cache(flight, cached)
         jobs = self._board.finish(flight)
