@@ -26,6 +26,7 @@ from consumer.core.loop import LoopConfig, WorkerLoop
 from consumer.core.messages import Lane
 from consumer.core.pipeline import Pipeline, PipelineConfig
 from consumer.core.results import ResultFactory
+from consumer.core.tracing import LocalTracer, Tracer
 from consumer.engine import BatchLimits, Engine
 from consumer.engines import create_engine
 from consumer.health import HealthServer, HealthState
@@ -124,6 +125,7 @@ class WorkerApp:
                 presigner=self._presigner(store) if s.presign_expiry_s else None,
             )
             decode, encode_result = self._codecs()
+            tracer = self._tracer(stack)
             intake = Intake(
                 decode,
                 results,
@@ -132,6 +134,7 @@ class WorkerApp:
                     capabilities=engine.capabilities,
                     reply_topic_allowlist=frozenset(s.reply_topic_allowlist),
                 ),
+                tracer=tracer,
             )
             producer, consumer = self._kafka_clients(stack)
             health.add_check("kafka", producer.ping)
@@ -212,6 +215,16 @@ class WorkerApp:
             extra={"engine": engine.name, "model_version": model_version, "load_s": round(load_s, 3)},
         )
         return engine, model_version
+
+    def _tracer(self, stack: ExitStack) -> Tracer:
+        s = self.settings
+        if s.tracing_exporter == "none":
+            return LocalTracer()
+        from consumer.adapters.otel import OtelTracer
+
+        tracer = OtelTracer(s.tracing_exporter, service_name="tts-stream-worker", instance_id=s.instance_id)
+        stack.callback(tracer.shutdown)  # flushes the last spans
+        return tracer
 
     def _codecs(self) -> tuple[Callable[[bytes], SynthesisRequest], Callable[[SynthesisResult, str], bytes]]:
         s = self.settings

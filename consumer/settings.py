@@ -239,6 +239,11 @@ class WorkerSettings(BaseSettings):
     http_port: int = Field(
         default=8080, ge=0, le=65535, description="Health and metrics port; 0: no HTTP server."
     )
+    tracing_exporter: str = Field(
+        default="none",
+        description="Export a span per request: none, otlp (OTEL_EXPORTER_OTLP_* variables; "
+        "tts-stream[otel]) or console.",
+    )
     liveness_stall_s: float = Field(
         default=60.0, gt=0, description="/livez fails after the loop stalls this long."
     )

@@ -96,9 +96,13 @@ class Checkpointer:
     def settle(self, job: Job) -> None:
         """The loop's thread takes a finished job: from now on its offset may be committed."""
         if job.abandoned:
+            if job.span is not None:
+                job.span.end("abandoned", {})
             return  # revoked meanwhile: the partition's new owner answers it
         job.settled = True
         label = outcome_label(job)
+        self._trace(job, label)
+        log.debug("answered", extra={**job.log_context(), "outcome": label})
         self._metrics.requests.labels(lane=job.lane.value, outcome=label).inc()
         if job.request is not None and isinstance(job.outcome, Answer):
             seconds = max(0.0, time.time() - job.request.created_at_ms / 1000.0)
@@ -107,6 +111,20 @@ class Checkpointer:
             self._metrics.dlq.labels(reason=job.outcome.reason).inc()
         if not self.transactional:
             self._producer.produce(self.record_for(job))
+
+    def _trace(self, job: Job, label: str) -> None:
+        if job.span is None:
+            return
+        attributes: dict[str, str | int | bool] = {"tts.outcome": label}
+        if job.request is not None:
+            attributes["tts.request_id"] = job.request.request_id
+        if job.cache_key is not None:
+            attributes["tts.cache_key"] = job.cache_key
+        if isinstance(job.outcome, Answer):
+            attributes["tts.cache_hit"] = job.outcome.result.cache_hit
+            if job.outcome.result.error is not None:
+                attributes["tts.error_code"] = job.outcome.result.error.code.value
+        job.span.end(label, attributes)
 
     def record_for(self, job: Job) -> OutboundRecord:
         outcome = job.outcome

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from consumer.core.messages import DeadLetter, InboundMessage, Job, Lane
 from consumer.core.results import ResultFactory
-from consumer.core.tracing import child_span, parse_traceparent
+from consumer.core.tracing import LocalTracer, Tracer, parse_traceparent
 from consumer.engine import EngineCapabilities
 from schemas.errors import DecodeError, DecodeReason
 from schemas.model import ErrorCode, PresetVoice, SynthesisRequest
@@ -45,8 +45,10 @@ class Intake:
         results: ResultFactory,
         policy: IntakePolicy,
         *,
+        tracer: Tracer | None = None,
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
+        self._tracer: Tracer = tracer or LocalTracer()
         self._decode = decode
         self._results = results
         self._policy = policy
@@ -55,7 +57,16 @@ class Intake:
     def take(self, message: InboundMessage, lane: Lane) -> Job:
         """A job: either answered already (job.done) or ready for the pipeline."""
         job = Job(message, lane)
-        job.traceparent = child_span(parse_traceparent(message.header(TRACEPARENT_HEADER))).traceparent
+        job.span = self._tracer.start(
+            parse_traceparent(message.header(TRACEPARENT_HEADER)),
+            {
+                "messaging.destination.name": message.topic,
+                "messaging.kafka.partition": message.partition,
+                "messaging.kafka.offset": message.offset,
+                "tts.lane": lane.value,
+            },
+        )
+        job.traceparent = job.span.context.traceparent
         if message.value is None:
             job.outcome = DeadLetter(DecodeReason.EMPTY.value, "message has no value (tombstone)")
             return job

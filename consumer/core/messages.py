@@ -6,9 +6,12 @@ import enum
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from schemas.model import SynthesisRequest, SynthesisResult
+
+if TYPE_CHECKING:
+    from consumer.core.tracing import Span
 
 
 class TopicPartition(NamedTuple):
@@ -84,6 +87,7 @@ class Job:
     taken_at_ms: int = field(default_factory=lambda: int(time.time() * 1000))
     request: SynthesisRequest | None = None
     traceparent: str | None = None
+    span: Span | None = None
     cache_key: str | None = None
     attempts: int = 1
     # Set by whichever thread answers the job...
@@ -105,3 +109,13 @@ class Job:
     @property
     def done(self) -> bool:
         return self.settled
+
+    def log_context(self) -> dict[str, object]:
+        """Log `extra` for this job: ids and coordinates, never the text."""
+        return {
+            "request_id": self.request.request_id if self.request is not None else None,
+            "cache_key": self.cache_key,
+            "topic": self.message.topic,
+            "partition": self.message.partition,
+            "offset": self.message.offset,
+        }

@@ -483,7 +483,7 @@ class Pipeline:
                 log.error(
                     "dead-lettering a message that crashed the worker %d times",
                     count,
-                    extra=_job_context(job),
+                    extra=job.log_context(),
                 )
             self._answer(poisoned)
             if not flight.jobs:
@@ -628,13 +628,3 @@ class Pipeline:
 
 def _message_id(job: Job) -> str:
     return f"{job.tp.topic}:{job.tp.partition}:{job.offset}"
-
-
-def _job_context(job: Job) -> dict[str, object]:
-    return {
-        "request_id": job.request.request_id if job.request else None,
-        "cache_key": job.cache_key,
-        "topic": job.tp.topic,
-        "partition": job.tp.partition,
-        "offset": job.offset,
-    }

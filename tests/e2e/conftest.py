@@ -113,8 +113,7 @@ def in_process_worker(stack: StackAddresses) -> Iterator[Callable[..., InProcess
             s3_secret_access_key=stack.s3_secret_key,
             s3_audio_bucket=stack.audio_bucket,
             s3_voices_bucket=stack.voices_bucket,
-            http_port=0,
-            **overrides,
+            **{"http_port": 0, **overrides},
         )
         worker = InProcessWorker(WorkerApp(settings, limits=limits, engine=engine, metrics=Metrics()))
         started.append(worker)
