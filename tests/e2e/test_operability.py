@@ -99,7 +99,7 @@ def test_readiness_and_startup_wait_for_warm_up(
     assert _get(port, "/readyz")[0] == 503
     release.set()
     _wait_for(lambda: _get(port, "/readyz")[0] == 200, 20, "readiness after warm-up")
-    status, body = _get(port, "/readyz")
+    _status, body = _get(port, "/readyz")
     assert body["kafka"] == "ok" and body["redis"] == "ok" and body["s3"] == "ok"
     assert _get(port, "/startupz")[0] == 200
     worker.join(60)
@@ -124,7 +124,7 @@ def test_liveness_fails_when_the_loop_is_wedged(
     assert _get(port, "/livez")[0] == 200
     wedge.set()
     _wait_for(lambda: _get(port, "/livez")[0] == 503, 10, "liveness to fail")
-    status, body = _get(port, "/livez")
+    _status, body = _get(port, "/livez")
     assert body["seconds_since_progress"] >= 1.0
     unwedge.set()
     _wait_for(lambda: _get(port, "/livez")[0] == 200, 10, "liveness to recover")

@@ -16,7 +16,6 @@ import soundfile
 from schemas import dlq
 from schemas.model import ErrorCode, PresetVoice, PromptAudioVoice, RegisteredVoice, ResultStatus
 from tests.support.kafka_io import Lanes, ResultReader, read_all, request, send_raw, send_requests
-from tests.support.stack import StackAddresses
 from tests.support.worker import WorkerProcess
 
 
