@@ -3,10 +3,16 @@
 #
 # Every service binds to 127.0.0.1 and keeps its downloads, data, logs and PID files under
 # $INFRA (git-ignored). Ports can be moved with the TTS_STACK_* variables when a default is busy.
+#
+# A second, private instance (the chaos tests stop and restart its services) shares the
+# downloads and builds but keeps data, logs, PID files and stack.env in its own folder:
+#   TTS_STACK_DATA_DIR=/some/dir TTS_STACK_KAFKA_PORT=... TTS_STACK_REDIS_PORT=... scripts/stack.sh up
+# Unset, the data folder is $INFRA itself, which is exactly the layout of the shared stack.
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 INFRA="${TTS_STACK_DIR:-$ROOT/.infra}"
-RUN="$INFRA/run"
+DATA="${TTS_STACK_DATA_DIR:-$INFRA}"
+RUN="$DATA/run"
 BIN="$INFRA/bin"
 mkdir -p "$RUN" "$BIN"
 
@@ -40,8 +46,8 @@ pid_alive() {
   pid="$(cat "$f")"
   [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
   # A recycled PID must not be mistaken for ours: every service is started with its working
-  # directory inside $INFRA (redis rewrites its command line, so that cannot be the check).
-  case "$(readlink "/proc/$pid/cwd" 2>/dev/null)" in "$INFRA"/*) return 0 ;; *) return 1 ;; esac
+  # directory inside $DATA (redis rewrites its command line, so that cannot be the check).
+  case "$(readlink "/proc/$pid/cwd" 2>/dev/null)" in "$DATA"/*) return 0 ;; *) return 1 ;; esac
 }
 
 # port_busy PORT -> 0 when something listens on 127.0.0.1:PORT.
@@ -95,7 +101,7 @@ stop_pid() {
 
 # write_stack_env: the addresses of the running stack, for tools and tests (KEY=VALUE lines).
 write_stack_env() {
-  cat >"$INFRA/stack.env" <<EOF
+  cat >"$DATA/stack.env" <<EOF
 TTS_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$KAFKA_PORT
 TTS_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
 TTS_S3_ENDPOINT_URL=http://127.0.0.1:$S3_PORT

@@ -6,17 +6,23 @@
 #   scripts/stack.sh up [--registry]        install if needed, start what is not running, wait
 #   scripts/stack.sh down                   stop exactly the processes this script started
 #   scripts/stack.sh status                 one line per service; exit 1 if one is down
+#   scripts/stack.sh stop SERVICE           stop one service (redis, kafka, s3 or registry)
+#   scripts/stack.sh start SERVICE          start one service again (a no-op when it runs)
 #
 # A second `up` is a no-op. Data survives `down`/`up`; `scripts/stack.sh wipe` deletes it.
+# TTS_STACK_DATA_DIR and the TTS_STACK_*_PORT variables run a private instance (scripts/lib.sh).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
 
-KAFKA_DIR="$INFRA/kafka"
-KAFKA_LIB="$KAFKA_DIR/lib"
-REDIS_DIR="$INFRA/redis"
-S3_DIR="$INFRA/s3"
+# Installs live under $INFRA (shared by every instance); data, logs and working directories
+# under $DATA (the same folder unless TTS_STACK_DATA_DIR names another).
+KAFKA_LIB="$INFRA/kafka/lib"
+KAFKA_DIR="$DATA/kafka"
+REDIS_DIR="$DATA/redis"
+S3_DIR="$DATA/s3"
 REGISTRY_DIR="$INFRA/apicurio"
+REGISTRY_RUN_DIR="$DATA/apicurio"
 KAFKA_CLUSTER_ID="${TTS_STACK_KAFKA_CLUSTER_ID:-dHRzLXN0cmVhbS1sb2NhbA}"
 
 # ---------------------------------------------------------------- install -----------------------
@@ -162,11 +168,12 @@ start_registry() {
   # In-memory storage: the registry holds test schemas only. Quarkus' management interface is
   # compiled in (it cannot be switched off at run time), so pin it to loopback on a known port.
   local java; java="$(registry_java)"
-  (cd "$REGISTRY_DIR" && exec "$java" -Xms128m -Xmx512m -Dquarkus.http.host=127.0.0.1 \
+  mkdir -p "$REGISTRY_RUN_DIR"
+  (cd "$REGISTRY_RUN_DIR" && exec "$java" -Xms128m -Xmx512m -Dquarkus.http.host=127.0.0.1 \
       -Dquarkus.http.port="$REGISTRY_PORT" -Dquarkus.management.host=127.0.0.1 -Dquarkus.management.port="$REGISTRY_MGMT_PORT" \
-      -Dapicurio.ccompat.legacy-id-mode.enabled=false -jar "$jar" >"$REGISTRY_DIR/registry.log" 2>&1) &
+      -Dapicurio.ccompat.legacy-id-mode.enabled=false -jar "$jar" >"$REGISTRY_RUN_DIR/registry.log" 2>&1) &
   echo $! >"$RUN/registry.pid"
-  wait_until registry 120 "$REGISTRY_DIR/registry.log" registry registry_ready
+  wait_until registry 120 "$REGISTRY_RUN_DIR/registry.log" registry registry_ready
   say "registry   127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7 (pid $(cat "$RUN/registry.pid"))"
 }
 
@@ -179,7 +186,7 @@ cmd_up() {
   start_kafka
   [ "$WITH_REGISTRY" = 1 ] && start_registry
   write_stack_env
-  say "stack is up; addresses in $INFRA/stack.env"
+  say "stack is up; addresses in $DATA/stack.env"
 }
 
 cmd_down() {
@@ -213,6 +220,35 @@ cmd_status() {
   return $rc
 }
 
+SERVICES="redis kafka s3 registry"
+
+require_service() {
+  case " $SERVICES " in *" ${1:-} "*) ;; *) die "name a service: one of $SERVICES" ;; esac
+}
+
+# stop/start one service: for fault injection (tests/chaos) and for operators who need to bounce
+# one part. Each stops or starts exactly like `down`/`up` do.
+cmd_stop() {
+  require_service "${1:-}"
+  case "$1" in
+    redis) stop_pid redis 10 ;;
+    kafka) stop_pid kafka 60 ;;
+    s3) stop_pid s3 15 ;;
+    registry) stop_pid registry 30 ;;
+  esac
+}
+
+cmd_start() {
+  require_service "${1:-}"
+  case "$1" in
+    redis) install_redis; start_redis ;;
+    kafka) install_kafka; start_kafka ;;
+    s3) install_versitygw; start_s3 ;;
+    registry) install_registry; start_registry ;;
+  esac
+  write_stack_env
+}
+
 cmd_wipe() {
   for s in kafka s3 registry redis; do pid_alive "$s" && die "stop the stack first (make down)"; done
   rm -rf "$KAFKA_DIR/data" "$S3_DIR/root" "$S3_DIR/meta" "$REDIS_DIR"
@@ -221,6 +257,8 @@ cmd_wipe() {
 
 WITH_REGISTRY="${REGISTRY:-0}"
 cmd="${1:-}"; shift || true
+service=""
+if [ "$cmd" = stop ] || [ "$cmd" = start ]; then service="${1:-}"; shift || true; fi
 for arg in "$@"; do
   case "$arg" in
     --registry) WITH_REGISTRY=1 ;;
@@ -233,5 +271,7 @@ case "$cmd" in
   down) cmd_down ;;
   status) cmd_status ;;
   wipe) cmd_wipe ;;
-  *) echo "usage: $0 {install|up|down|status|wipe} [--registry]" >&2; exit 2 ;;
+  stop) cmd_stop "$service" ;;
+  start) cmd_start "$service" ;;
+  *) echo "usage: $0 {install|up|down|status|wipe} [--registry] | {stop|start} SERVICE" >&2; exit 2 ;;
 esac
