@@ -21,6 +21,9 @@ class TopicNames(BaseModel):
     backfill_checkpoints: str = Field(
         default="tts.backfill.checkpoints", description="backfill progress (compacted)"
     )
+    dlq_replays: str = Field(
+        default="tts.requests.dlq.replays", description="dead letters already replayed (compacted)"
+    )
 
     def lane(self, name: str) -> str:
         """Topic of a lane by its name: "interactive" or "bulk"."""
@@ -101,5 +104,12 @@ def default_topic_specs(
             rf,
             {"cleanup.policy": "compact", "min.insync.replicas": isr, "segment.ms": str(DAY_MS)},
             "backfill progress, written in the same transaction as the requests",
+        ),
+        TopicSpec(
+            names.dlq_replays,
+            1,
+            rf,
+            {"cleanup.policy": "compact", "min.insync.replicas": isr, "segment.ms": str(DAY_MS)},
+            "one marker per replayed dead letter, written in the same transaction as the replay",
         ),
     ]

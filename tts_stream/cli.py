@@ -20,8 +20,12 @@ _COMMANDS = {
     "worker": "consumer.cli:worker",
     "voices": "consumer.cli_voices:voices",
     "models": "consumer.cli_models:models",
+    "dlq": "tts_stream.ops.cli:dlq",
+    "results": "tts_stream.ops.cli:results",
+    "cache": "tts_stream.ops.cli:cache",
+    "lag": "tts_stream.ops.cli:lag",
 }
-_WORKER_SIDE = ("consumer.",)
+_WORKER_SIDE = ("consumer.", "tts_stream.ops.", "tts_stream.console.")
 
 
 class LazyGroup(click.Group):

@@ -2,7 +2,7 @@
 
 Real topics on the local broker get real backlogs and real committed offsets; the lag is read the
 way KEDA's scaler reads it (OffsetFetch for the group, ListOffsets latest per partition); the
-rendered trigger metadata and KEDA's documented formula (tests/helm/keda_model.py) turn it into a
+rendered trigger metadata and KEDA's documented formula (tts_stream/ops/keda.py) turn it into a
 replica count, which must match the promises of docs/deploy.md ("What the defaults do").
 
 Only the topic names, the partition count, maxReplicas and the group differ from the defaults.
@@ -20,7 +20,7 @@ from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, Produc
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from tests.helm.chart import load_values, render
-from tests.helm.keda_model import (
+from tts_stream.ops.keda import (
     KafkaTrigger,
     PartitionOffsets,
     ScaleDecision,

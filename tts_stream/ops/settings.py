@@ -1,0 +1,66 @@
+"""Where the operator commands find the services: the same `TTS_*` settings the worker reads.
+
+An operator points the commands at a deployment by exporting the worker's environment (or
+running them in a worker pod); topic names and the consumer group therefore always match what
+the workers use.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from consumer.settings import WorkerSettings
+
+if TYPE_CHECKING:
+    import redis
+    from types_boto3_s3 import S3Client
+
+LIBRDKAFKA_LOGGER = "tts_stream.ops.librdkafka"
+
+
+def load_settings(bootstrap_servers: str | None = None) -> WorkerSettings:
+    settings = WorkerSettings()
+    if bootstrap_servers:
+        kafka = settings.kafka.model_copy(update={"bootstrap_servers": bootstrap_servers})
+        settings = settings.model_copy(update={"kafka": kafka})
+    return settings
+
+
+def kafka_config(settings: WorkerSettings) -> dict[str, Any]:
+    """librdkafka properties shared by every client the operator commands make."""
+    return {**settings.kafka.librdkafka_config(), "logger": logging.getLogger(LIBRDKAFKA_LOGGER)}
+
+
+def redis_client(settings: WorkerSettings, timeout_s: float = 5.0) -> redis.Redis:
+    import redis
+
+    password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    return redis.Redis.from_url(
+        settings.redis_url.get_secret_value(),
+        password=password,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+    )
+
+
+def s3_client(settings: WorkerSettings, timeout_s: float = 10.0) -> S3Client:
+    import boto3
+    from botocore.config import Config
+
+    access = settings.s3_access_key_id.get_secret_value() if settings.s3_access_key_id else None
+    secret = settings.s3_secret_access_key.get_secret_value() if settings.s3_secret_access_key else None
+    client: S3Client = boto3.client(
+        "s3",
+        endpoint_url=settings.s3_endpoint_url,
+        region_name=settings.s3_region,
+        aws_access_key_id=access,
+        aws_secret_access_key=secret,
+        config=Config(
+            s3={"addressing_style": "path"},
+            retries={"max_attempts": 2, "mode": "standard"},
+            connect_timeout=timeout_s,
+            read_timeout=timeout_s,
+        ),
+    )
+    return client
