@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -247,19 +248,29 @@ def init_group_offsets(
 def _last_stable_offsets(
     admin: AdminClient, partitions: list[TopicPartition], timeout_s: float
 ) -> dict[tuple[str, int], int]:
-    if not partitions:
-        return {}
-    futures = admin.list_offsets(
-        {tp: OffsetSpec.latest() for tp in partitions},  # type: ignore[no-untyped-call]
-        isolation_level=IsolationLevel.READ_COMMITTED,
-        request_timeout=timeout_s,
-    )
+    """The last stable offset of each partition. Retries the broker's transient answers: the
+    Helm chart runs init-group right after the topics are created, while leaders are elected."""
     ends: dict[tuple[str, int], int] = {}
-    for tp, future in futures.items():
-        try:
-            ends[(tp.topic, tp.partition)] = int(future.result().offset)
-        except KafkaException as exc:
-            raise TopicAdminError(
-                f"cannot read the end offset of {tp.topic}[{tp.partition}]: {exc.args[0].str()}"
-            ) from exc
+    pending = list(partitions)
+    deadline = time.monotonic() + timeout_s
+    while pending:
+        futures = admin.list_offsets(
+            {tp: OffsetSpec.latest() for tp in pending},  # type: ignore[no-untyped-call]
+            isolation_level=IsolationLevel.READ_COMMITTED,
+            request_timeout=timeout_s,
+        )
+        retry: list[TopicPartition] = []
+        for tp, future in futures.items():
+            try:
+                ends[(tp.topic, tp.partition)] = int(future.result().offset)
+            except KafkaException as exc:
+                error = exc.args[0]
+                if not error.retriable() or time.monotonic() >= deadline:
+                    raise TopicAdminError(
+                        f"cannot read the end offset of {tp.topic}[{tp.partition}]: {error.str()}"
+                    ) from exc
+                retry.append(TopicPartition(tp.topic, tp.partition))
+        pending = retry
+        if pending:
+            time.sleep(0.2)
     return ends

@@ -11,7 +11,7 @@ Headers = Sequence[tuple[str, bytes]]
 
 
 class KafkaProducerPort(Protocol):
-    def produce(  # noqa: PLR0917 (mirrors confluent-kafka's signature)
+    def produce(
         self,
         topic: str,
         value: bytes | None = None,

@@ -106,7 +106,7 @@ class ResultSubscriber:
             assigned = []
             for p in partitions:
                 tp = TopicPartition(self.topic, p)
-                _, high = self._consumer.get_watermark_offsets(tp, timeout=timeout_s, cached=False)
+                _, high = watermarks(self._consumer, tp, timeout_s)
                 assigned.append(TopicPartition(self.topic, p, high))
         self._consumer.assign(assigned)
 
@@ -186,6 +186,25 @@ class ResultSubscriber:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def watermarks(consumer: KafkaConsumerPort, partition: Any, timeout_s: float) -> tuple[int, int]:
+    """Low and high watermark of `partition`, retrying the broker's transient answers (a leader
+    election, as right after a topic is created) until `timeout_s` has passed."""
+    from confluent_kafka import KafkaException
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(partition, timeout=timeout_s, cached=False)
+            return int(low), int(high)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if not error.retriable() or time.monotonic() >= deadline:
+                raise KafkaUnavailable(
+                    f"cannot read the offsets of {partition.topic}[{partition.partition}]: {error.str()}"
+                ) from exc
+            time.sleep(0.2)
 
 
 def _make_codec(settings: ProducerSettings) -> AvroCodec[SynthesisResult]:

@@ -21,6 +21,7 @@ from typing import Any
 
 from producer.errors import BackfillError, KafkaUnavailable
 from producer.ports import KafkaConsumerPort
+from producer.subscriber import watermarks
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ def _assign_whole_topic(consumer: KafkaConsumerPort, topic: str, timeout_s: floa
     assigned = []
     for partition in sorted(found.partitions):
         tp = TopicPartition(topic, partition)
-        low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s, cached=False)
+        low, high = watermarks(consumer, tp, timeout_s)
         if high > low:
             ends[partition] = high
             assigned.append(TopicPartition(topic, partition, low))
