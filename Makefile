@@ -27,6 +27,10 @@ $(STAMP): pyproject.toml
 .PHONY: install
 install: $(STAMP)  ## create .venv and install the project with the worker, espeak and dev extras
 
+.PHONY: browser
+browser:  ## Debian's chromium for the console's browser tests (idempotent)
+	scripts/install-chromium.sh
+
 .PHONY: up down status
 up: install  ## start Kafka, Redis and S3 on 127.0.0.1 (REGISTRY=1 adds the schema registry)
 	scripts/stack.sh up $(STACK_FLAGS)
@@ -48,7 +52,7 @@ unit: install  ## unit tests only (no services)
 	$(PYTEST) tests/unit -q
 integration: up  ## integration tests against the local stack
 	$(PYTEST) tests/integration -q
-e2e: up  ## worker processes and the CLI as a user runs them
+e2e: up browser  ## worker processes and the CLI as a user runs them
 	$(PYTEST) tests/e2e -q
 
 .PHONY: helm-test
@@ -56,7 +60,7 @@ helm-test: up  ## Helm chart renders and rules, KEDA scaling on real lag, Docker
 	$(PYTEST) tests/helm -q
 
 .PHONY: test
-test: install up  ## install, start the stack, lint and run every suite that fits in a CI run
+test: install up browser  ## install, start the stack, lint and run every suite that fits in a CI run
 	@scripts/run-tests.sh
 
 # ------------------------------------------------------------------------- housekeeping ----------

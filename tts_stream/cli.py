@@ -24,6 +24,7 @@ _COMMANDS = {
     "results": "tts_stream.ops.cli:results",
     "cache": "tts_stream.ops.cli:cache",
     "lag": "tts_stream.ops.cli:lag",
+    "console": "tts_stream.console.cli:console",
 }
 _WORKER_SIDE = ("consumer.", "tts_stream.ops.", "tts_stream.console.")
 

@@ -18,7 +18,7 @@ import click
 from consumer.settings import WorkerSettings
 from tts_stream.ops import dlq as dlq_ops
 from tts_stream.ops.errors import BadArgument, OpsError
-from tts_stream.ops.settings import kafka_config, load_settings, redis_client
+from tts_stream.ops.settings import kafka_config, ops_settings, redis_client
 from tts_stream.ops.timeparse import format_duration, parse_duration_s, parse_time_ms
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -53,13 +53,6 @@ def _json_flag(command: F) -> F:
 
 def _echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
-
-
-def _settings(bootstrap_servers: str | None) -> WorkerSettings:
-    try:
-        return load_settings(bootstrap_servers)
-    except ValueError as exc:  # pydantic: a TTS_* variable is malformed
-        raise BadArgument(f"invalid TTS_* configuration: {exc}") from exc
 
 
 def _confirm_or_refuse(question: str, yes: bool) -> None:
@@ -156,7 +149,7 @@ def dlq_list(
     from tts_stream.ops.kafka_read import TopicReader
 
     flt = _make_filter(since, until, reasons, source_topics)
-    settings = _settings(bootstrap_servers)
+    settings = ops_settings(bootstrap_servers)
     with TopicReader(kafka_config(settings)) as reader:
         listing = dlq_ops.list_dead_letters(reader, settings.topics.dlq, flt, limit)
     if as_json:
@@ -187,7 +180,7 @@ def dlq_show(letter_id: str, with_text: bool, as_json: bool, bootstrap_servers: 
     from tts_stream.ops.kafka_read import TopicReader
 
     dlq_ops.parse_letter_id(letter_id)
-    settings = _settings(bootstrap_servers)
+    settings = ops_settings(bootstrap_servers)
     with TopicReader(kafka_config(settings)) as reader:
         letter = dlq_ops.fetch(reader, settings.topics.dlq, letter_id)
     decoded = dlq_ops.decode(letter, _request_codec(settings))
@@ -261,7 +254,7 @@ def dlq_replay(
     for letter_id in letter_ids:
         dlq_ops.parse_letter_id(letter_id)
     flt = _make_filter(since, until, reasons, source_topics)
-    settings = _settings(bootstrap_servers)
+    settings = ops_settings(bootstrap_servers)
     config = kafka_config(settings)
     with TopicReader(config) as reader:
         if select_all:
@@ -330,7 +323,7 @@ def results_get(
     since_ms = parse_time_ms(scan_since) if scan_since else None
     if scan_since is not None:
         parse_duration_s(scan_since)
-    settings = _settings(bootstrap_servers)
+    settings = ops_settings(bootstrap_servers)
     codec = result_codec()
     try:
         found = results_ops.lookup_index(RedisResultIndex(redis_client(settings)), codec, request_id)
@@ -370,7 +363,7 @@ def cache_stats(no_scan: bool, as_json: bool) -> None:
     """Hit ratio since the counters started, entries, audio referenced, entries per engine/model."""
     from tts_stream.ops.cache import CacheAdmin
 
-    settings = _settings(None)
+    settings = ops_settings(None)
     stats = CacheAdmin(redis_client(settings)).stats(scan=not no_scan)
     if as_json:
         _echo_json(stats.as_dict())
@@ -430,7 +423,7 @@ def cache_purge(
     )
     if not dry_run:
         _confirm_or_refuse("purge the matching cache entries?", yes)
-    settings = _settings(None)
+    settings = ops_settings(None)
     report = CacheAdmin(redis_client(settings)).purge(selector, dry_run=dry_run)
     if as_json:
         _echo_json(report.__dict__)
@@ -440,33 +433,6 @@ def cache_purge(
 
 
 # ------------------------------------------------------------------------------------- lag --
-
-
-def _chart_scaling(values_file: Path | None, min_replicas: int | None, max_replicas: int | None) -> Any:
-    from dataclasses import replace
-
-    from tts_stream.ops.keda import ChartScaling
-
-    chart = ChartScaling()
-    if values_file is not None:
-        try:
-            import yaml
-        except ModuleNotFoundError as exc:
-            raise BadArgument("--values needs PyYAML: pip install 'tts-stream[console]'") from exc
-        try:
-            loaded = yaml.safe_load(values_file.read_text("utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise BadArgument(f"cannot read Helm values from {values_file}: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise BadArgument(f"{values_file} is not a Helm values file (a YAML mapping)")
-        chart = ChartScaling.from_values(loaded)
-    if min_replicas is not None:
-        chart = replace(chart, min_replicas=min_replicas)
-    if max_replicas is not None:
-        chart = replace(chart, max_replicas=max_replicas)
-    if chart.min_replicas > chart.max_replicas:
-        raise BadArgument(f"min replicas {chart.min_replicas} exceed max replicas {chart.max_replicas}")
-    return chart
 
 
 @click.command("lag")
@@ -512,13 +478,14 @@ def lag(
     replica count KEDA would ask for with the chart's settings."""
     import time
 
+    from tts_stream.ops.keda import load_chart_scaling
     from tts_stream.ops.lag import LagReader, report
 
     window_s = parse_duration_s(window)
     if window_s > 600:
         raise BadArgument("--window is at most 10m")
-    chart = _chart_scaling(values_file, min_replicas, max_replicas)
-    settings = _settings(bootstrap_servers)
+    chart = load_chart_scaling(values_file, min_replicas, max_replicas)
+    settings = ops_settings(bootstrap_servers)
     reader = LagReader(kafka_config(settings), settings.topics, settings.group_id)
     first = reader.snapshot()
     previous = None

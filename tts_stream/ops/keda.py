@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
+
+from tts_stream.ops.errors import BadArgument
 
 HPA_TOLERANCE = 0.1  # the kube-controller-manager default
 
@@ -221,3 +224,29 @@ class ChartScaling:
 def _section(values: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     found = values.get(key)
     return found if isinstance(found, Mapping) else {}
+
+
+def load_chart_scaling(
+    values_file: Path | None = None, min_replicas: int | None = None, max_replicas: int | None = None
+) -> ChartScaling:
+    """The chart's settings: its defaults, or a values file of an install, with overrides."""
+    chart = ChartScaling()
+    if values_file is not None:
+        try:
+            import yaml
+        except ModuleNotFoundError as exc:
+            raise BadArgument("--values needs PyYAML: pip install 'tts-stream[console]'") from exc
+        try:
+            loaded = yaml.safe_load(values_file.read_text("utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise BadArgument(f"cannot read Helm values from {values_file}: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise BadArgument(f"{values_file} is not a Helm values file (a YAML mapping)")
+        chart = ChartScaling.from_values(loaded)
+    if min_replicas is not None:
+        chart = replace(chart, min_replicas=min_replicas)
+    if max_replicas is not None:
+        chart = replace(chart, max_replicas=max_replicas)
+    if chart.min_replicas > chart.max_replicas:
+        raise BadArgument(f"min replicas {chart.min_replicas} exceed max replicas {chart.max_replicas}")
+    return chart

@@ -27,6 +27,16 @@ def load_settings(bootstrap_servers: str | None = None) -> WorkerSettings:
     return settings
 
 
+def ops_settings(bootstrap_servers: str | None = None) -> WorkerSettings:
+    """`load_settings` with a malformed TTS_* variable reported as a bad argument."""
+    from tts_stream.ops.errors import BadArgument
+
+    try:
+        return load_settings(bootstrap_servers)
+    except ValueError as exc:  # pydantic's ValidationError
+        raise BadArgument(f"invalid TTS_* configuration: {exc}") from exc
+
+
 def kafka_config(settings: WorkerSettings) -> dict[str, Any]:
     """librdkafka properties shared by every client the operator commands make."""
     return {**settings.kafka.librdkafka_config(), "logger": logging.getLogger(LIBRDKAFKA_LOGGER)}
