@@ -147,7 +147,7 @@ start_s3() {
   mkdir -p "$S3_DIR/root" "$S3_DIR/meta"
   # Sidecar metadata instead of xattrs: works on every filesystem, tmpfs and overlay included.
   (cd "$S3_DIR" && ROOT_ACCESS_KEY="$S3_ACCESS_KEY" ROOT_SECRET_KEY="$S3_SECRET_KEY" exec "$BIN/versitygw" \
-      --port "127.0.0.1:$S3_PORT" --health /_health --quiet \
+      --port "127.0.0.1:$S3_PORT" --health /_health --quiet --keep-alive \
       posix --sidecar "$S3_DIR/meta" "$S3_DIR/root" >"$S3_DIR/versitygw.log" 2>&1) &
   echo $! >"$RUN/s3.pid"
   wait_until s3 30 "$S3_DIR/versitygw.log" s3 s3_ready

@@ -1,7 +1,7 @@
 """The `null` engine: a benchmark instrument, never a default.
 
 It returns silence of a plausible length (about 15 characters per second of speech, scaled by
-speed) at 16 kHz, after an optional fixed per-batch latency (plus an optional per-item one) that
+speed; or a fixed length, for "small audio" measurements) at 16 kHz, after an optional fixed per-batch latency (plus an optional per-item one) that
 imitates an accelerator. With that latency it lets benchmarks measure what the pipeline around
 the engine costs, and how busy it keeps the engine.
 
@@ -41,8 +41,10 @@ class NullEngine:
         latency_ms: float = 0.0,
         latency_per_item_ms: float = 0.0,
         max_items: int = 32,
+        audio_seconds: float | None = None,
         crash_marker: str | None = None,
     ) -> None:
+        self._audio_seconds = audio_seconds
         self._latency_s = latency_ms / 1000.0
         self._latency_per_item_s = latency_per_item_ms / 1000.0
         self._max_items = max_items
@@ -86,7 +88,7 @@ class NullEngine:
             time.sleep(delay)
         outcomes: list[TaskOutcome] = []
         for task in tasks:
-            seconds = max(0.1, len(task.text) / CHARS_PER_SECOND / max(task.speed, 0.1))
+            seconds = self._audio_seconds or max(0.1, len(task.text) / CHARS_PER_SECOND / max(task.speed, 0.1))
             outcomes.append(
                 AudioBuffer(np.zeros(int(seconds * SAMPLE_RATE_HZ), dtype=np.float32), SAMPLE_RATE_HZ)
             )
@@ -100,5 +102,6 @@ def create_engine(settings: WorkerSettings) -> NullEngine:
     return NullEngine(
         latency_ms=settings.null_latency_ms,
         latency_per_item_ms=settings.null_latency_per_item_ms,
+        audio_seconds=settings.null_audio_seconds,
         crash_marker=os.environ.get("TTS_TEST_CRASH_MARKER") or None,
     )
