@@ -72,3 +72,10 @@ clean:  ## remove caches and build output (keeps .venv and the stack's downloads
 .PHONY: demo
 demo: install up  ## set everything up, run a worker on espeak, submit samples, print results, save audio
 	$(PY) scripts/demo.py
+
+# ------------------------------------------------------------------------- benchmarks ------------
+.PHONY: bench bench-smoke
+bench: install up  ## the benchmark suite (~30 min): JSON and plots under bench/results/, see docs/performance.md
+	$(PY) -m bench.run --repeats 3
+bench-smoke: install up  ## every benchmark scenario once at a tiny size: completes and adds up (no speed judged)
+	$(PY) -m bench.run --smoke
