@@ -61,7 +61,7 @@ class LimiterSettings:
 
     ceiling_dbtp: float
     attack_db_per_s: float = 1000.0  # a 6 dB reduction starts 6 ms ahead of the peak
-    release_db_per_s: float = 30.0  # ... and recovers over 200 ms
+    release_db_per_s: float = 60.0  # ... and recovers over 100 ms
     hold_s: float = 0.002
 
     @property
@@ -144,12 +144,16 @@ def integrated_loudness(batch: torch.Tensor, lengths: Sequence[int], rate_hz: in
     """Gated integrated loudness (BS.1770-4, mono) per item, in LUFS; -inf when every block is
     below the absolute gate (silence). An item shorter than one block is measured as a single
     block of its own length (the recommendation leaves that case open)."""
-    power = _k_weighted_power(batch, rate_hz)
+    return loudness_of_power(_k_weighted_power(batch, rate_hz), lengths, rate_hz)
+
+
+def loudness_of_power(power: torch.Tensor, lengths: Sequence[int], rate_hz: int) -> list[float]:
+    """The gating of `integrated_loudness`, on an already K-weighted, squared signal."""
     cumulative = nn_fn.pad(power.cumsum(-1), (1, 0))  # cumulative[:, i] = sum of power[:, :i]
     block = round(BLOCK_S * rate_hz)
     hop = round(block * (1 - BLOCK_OVERLAP))
-    total = batch.shape[-1]
-    device = batch.device
+    total = power.shape[-1]
+    device = power.device
     limits = torch.tensor(list(lengths), device=device)
 
     starts = torch.arange(0, max(total - block, -1) + 1, hop, device=device)
@@ -208,40 +212,149 @@ def true_peak_dbtp(batch: torch.Tensor, lengths: Sequence[int], rate_hz: int) ->
     return [float(v) for v in (20 * torch.log10(peaks)).cpu()]
 
 
-def limit_true_peak(
-    batch: torch.Tensor, lengths: Sequence[int], rate_hz: int, settings: LimiterSettings
-) -> tuple[torch.Tensor, list[float]]:
-    """Keep every item's true peak at or under the ceiling with a smooth gain envelope.
+def peak_level_db(batch: torch.Tensor, lengths: Sequence[int], rate_hz: int) -> torch.Tensor:
+    """The true-peak envelope in dB (padding reads -120 dB). A gain of g dB moves it by
+    exactly g dB, so it is computed once however many gains are tried."""
+    envelope = peak_envelope(batch, rate_hz) * _valid_mask(batch, lengths)
+    return 20 * torch.log10(envelope.clamp_min(1e-6))
+
+
+def limiter_gain(level_db: torch.Tensor, rate_hz: int, settings: LimiterSettings) -> torch.Tensor | None:
+    """Per-sample linear gain that keeps `level_db` at or under the ceiling; None when no
+    sample is over it.
 
     The reduction each sample needs (in dB) is widened by the hold time, then spread with
     constant-slope ramps: `max_k need[k] - slope * |n - k|`, with the attack slope before a
     peak and the release slope after it. Both ramps are running maxima (cummax), so the whole
-    envelope is computed without a per-sample loop, on any device. Returns the batch and the
-    largest reduction applied to each item (dB).
+    envelope is computed without a per-sample loop, on any device.
     """
-    envelope = peak_envelope(batch, rate_hz) * _valid_mask(batch, lengths)
-    need = (20 * torch.log10(envelope.clamp_min(1e-6)) - settings.ceiling_dbtp).clamp_min(0.0)
+    need = (level_db - settings.ceiling_dbtp).clamp_min(0.0)
     if not bool((need > 0).any()):
-        return batch, [0.0] * len(lengths)
+        return None
     hold = max(1, round(settings.hold_s * rate_hz))
     need = nn_fn.max_pool1d(need.unsqueeze(1), 2 * hold + 1, stride=1, padding=hold).squeeze(1)
     need = need.to(torch.float64)  # the ramps below add offsets of up to n * slope
-    n = torch.arange(batch.shape[-1], device=batch.device, dtype=torch.float64)
+    n = torch.arange(level_db.shape[-1], device=level_db.device, dtype=torch.float64)
     attack = settings.attack_db_per_s / rate_hz
     release = settings.release_db_per_s / rate_hz
     after = torch.cummax(need + release * n, dim=-1).values - release * n
     before = torch.cummax((need - attack * n).flip(-1), dim=-1).values.flip(-1) + attack * n
     reduction = torch.maximum(after, before)
-    limited = batch * torch.pow(10.0, -reduction / 20).to(batch.dtype)
+    return torch.pow(10.0, -reduction / 20).to(level_db.dtype)
 
-    # A smooth envelope can leave a residue of a few hundredths of a dB where the gain still
-    # moves inside the interpolation kernel; measure again and scale the rare offender.
-    rows = [row for row, value in enumerate(reduction.amax(-1).tolist()) if value > 0]
-    index = torch.tensor(rows, device=batch.device)
-    peaks = peak_envelope(limited[index], rate_hz).amax(-1).to(torch.float64)
-    ceiling = 10 ** (settings.ceiling_dbtp / 20)
-    scale = (ceiling / peaks.clamp_min(_FLOOR)).clamp(max=1.0)
-    limited[index] = limited[index] * scale.to(limited.dtype).unsqueeze(1)
-    applied = reduction.amax(-1)
-    applied[index] = applied[index] - 20 * torch.log10(scale)
-    return limited, [float(v) for v in applied.cpu()]
+
+def enforce_ceiling(
+    batch: torch.Tensor, lengths: Sequence[int], rate_hz: int, ceiling_dbtp: float, rows: Sequence[int]
+) -> torch.Tensor:
+    """A smooth gain envelope can leave a residue of a few hundredths of a dB where the gain
+    still moves inside the interpolation kernel: measure the limited `rows` again and scale
+    the rare offender down to the ceiling."""
+    if not rows:
+        return batch
+    index = torch.tensor(list(rows), device=batch.device)
+    peaks = peak_envelope(batch[index], rate_hz).amax(-1).to(torch.float64)
+    scale = (10 ** (ceiling_dbtp / 20) / peaks.clamp_min(_FLOOR)).clamp(max=1.0)
+    out = batch.clone()
+    out[index] = batch[index] * scale.to(batch.dtype).unsqueeze(1)
+    return out
+
+
+def limit_true_peak(
+    batch: torch.Tensor, lengths: Sequence[int], rate_hz: int, settings: LimiterSettings
+) -> tuple[torch.Tensor, list[float]]:
+    """Keep every item's true peak at or under the ceiling with a smooth gain envelope.
+    Returns the batch and the largest reduction applied to each item (dB)."""
+    gain = limiter_gain(peak_level_db(batch, lengths, rate_hz), rate_hz, settings)
+    if gain is None:
+        return batch, [0.0] * len(lengths)
+    reductions = [float(v) for v in (-20 * torch.log10(gain.amin(-1).to(torch.float64))).cpu()]
+    rows = [row for row, value in enumerate(reductions) if value > 0]
+    limited = enforce_ceiling(batch * gain, lengths, rate_hz, settings.ceiling_dbtp, rows)
+    return limited, reductions
+
+
+@dataclass(frozen=True, slots=True)
+class Normalised:
+    measured_lufs: float  # of the input
+    gain_db: float  # applied before the limiter
+    limiter_db: float  # deepest reduction the limiter made
+    lufs: float  # of the output (the target unless the ceiling or the gain cap prevented it)
+
+
+def normalise(
+    batch: torch.Tensor,
+    lengths: Sequence[int],
+    rate_hz: int,
+    targets_lufs: Sequence[float],
+    settings: LimiterSettings,
+    *,
+    max_gain_db: float = 30.0,
+    max_makeup_db: float = 6.0,
+    passes: int = 4,
+    tolerance_lu: float = 0.05,
+) -> tuple[torch.Tensor, list[Normalised]]:
+    """Bring each item to its loudness target under the true-peak ceiling.
+
+    Gain first, then the limiter. Limiting peaky audio (synthetic speech often has 18 dB or
+    more between its loudness and its peaks) takes loudness away, so the shortfall is measured
+    and made up with more gain (a secant step on the gain-to-loudness curve), up to `passes`
+    times and `max_makeup_db` in total: the ceiling always holds, and where it forbids the
+    target the output falls short rather than being squashed further. Silence (no block over
+    -70 LUFS) is left alone.
+
+    Each pass re-measures loudness without filtering again: the limiter's gain moves slowly
+    against the K-filter's time constants, so K(x * g) ~ g * K(x) and the block energies of
+    the limited signal are those of the input weighted by g squared.
+    """
+    power = _k_weighted_power(batch, rate_hz)
+    measured = loudness_of_power(power, lengths, rate_hz)
+    gains = [
+        0.0 if not math.isfinite(lufs) else min(target - lufs, max_gain_db)
+        for lufs, target in zip(measured, targets_lufs, strict=True)
+    ]
+    ceilings = [
+        min(max_gain_db, target - lufs + max_makeup_db) if math.isfinite(lufs) else 0.0
+        for lufs, target in zip(measured, targets_lufs, strict=True)
+    ]
+    level = peak_level_db(batch, lengths, rate_hz)
+    previous: list[tuple[float, float] | None] = [None] * len(gains)  # (gain, loudness) of the last pass
+    envelope: torch.Tensor | None = None
+    envelope_gains = list(gains)
+    after = [m + g if math.isfinite(m) else m for m, g in zip(measured, gains, strict=True)]
+    for _ in range(passes):
+        gain_db = torch.tensor(gains, dtype=batch.dtype, device=batch.device).unsqueeze(1)
+        envelope, envelope_gains = limiter_gain(level + gain_db, rate_hz, settings), list(gains)
+        if envelope is None:
+            after = [m + g if math.isfinite(m) else m for m, g in zip(measured, gains, strict=True)]
+            break
+        weight = torch.pow(10.0, gain_db.to(torch.float64) / 10) * envelope.to(torch.float64).square()
+        after = loudness_of_power(power * weight, lengths, rate_hz)
+        changed = False
+        for row, (lufs, target) in enumerate(zip(after, targets_lufs, strict=True)):
+            miss = target - lufs
+            if not math.isfinite(lufs) or abs(miss) <= tolerance_lu:
+                continue
+            slope = 1.0
+            last = previous[row]
+            if last is not None and abs(gains[row] - last[0]) > 1e-6:
+                slope = min(1.0, max(0.1, (lufs - last[1]) / (gains[row] - last[0])))
+            proposal = min(ceilings[row], gains[row] + miss / slope)
+            if abs(proposal - gains[row]) > 0.01:
+                previous[row] = (gains[row], lufs)
+                gains[row] = proposal
+                changed = True
+        if not changed:
+            break
+    gain_db = torch.tensor(gains, dtype=batch.dtype, device=batch.device).unsqueeze(1)
+    out = batch * torch.pow(10.0, gain_db / 20)
+    limiter = [0.0] * len(gains)
+    if envelope is not None and envelope_gains != gains:
+        # The last pass proposed gains it did not try: limit for those.
+        envelope = limiter_gain(level + gain_db, rate_hz, settings)
+    if envelope is not None:
+        out = out * envelope
+        limiter = [float(v) for v in (-20 * torch.log10(envelope.amin(-1).to(torch.float64))).cpu()]
+        rows = [row for row, value in enumerate(limiter) if value > 0]
+        out = enforce_ceiling(out, lengths, rate_hz, settings.ceiling_dbtp, rows)
+    report = [Normalised(m, g, r, a) for m, g, r, a in zip(measured, gains, limiter, after, strict=True)]
+    return out, report

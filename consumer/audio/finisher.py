@@ -157,26 +157,22 @@ class TorchAudioFinisher:
     def _process(
         self, samples: list[np.ndarray], targets_lufs: list[float], source_hz: int, target_hz: int
     ) -> list[np.ndarray]:
-        import torch
 
         from consumer.audio import dsp
 
         batch = dsp.to_batch(samples, self._device)
         batch, lengths = dsp.resample(batch, [len(s) for s in samples], source_hz, target_hz)
-        measured = dsp.integrated_loudness(batch, lengths, target_hz)
-        gains_db = [
-            0.0 if not np.isfinite(lufs) else min(target - lufs, self._max_gain_db)
-            for lufs, target in zip(measured, targets_lufs, strict=True)
-        ]
-        gains = torch.tensor([10 ** (g / 20) for g in gains_db], dtype=batch.dtype, device=batch.device)
-        batch, reductions = dsp.limit_true_peak(batch * gains.unsqueeze(1), lengths, target_hz, self._limiter)
-        for lufs, gain, reduction in zip(measured, gains_db, reductions, strict=True):
+        batch, report = dsp.normalise(
+            batch, lengths, target_hz, targets_lufs, self._limiter, max_gain_db=self._max_gain_db
+        )
+        for item in report:
             log.debug(
                 "normalised audio",
                 extra={
-                    "measured_lufs": round(lufs, 2),
-                    "gain_db": round(gain, 2),
-                    "limiter_db": round(reduction, 2),
+                    "measured_lufs": round(item.measured_lufs, 2),
+                    "gain_db": round(item.gain_db, 2),
+                    "limiter_db": round(item.limiter_db, 2),
+                    "lufs": round(item.lufs, 2),
                 },
             )
         return dsp.from_batch(batch, lengths)

@@ -148,7 +148,7 @@ def test_load_refuses_with_a_clear_message(
         model_dir = make_model_dir(tmp_path, extra=("flow.decoder.estimator.fp32.onnx",))
         options = CosyVoiceOptions(load_trt=True)
         # A read-only volume (chmod does not stop root, so ask the engine's own check).
-        monkeypatch.setattr("consumer.engines.cosyvoice.os.access", lambda *_: False)
+        monkeypatch.setattr("consumer.engines.cosyvoice_model.os.access", lambda *_: False)
     factory = FakeAutoModel()
     with pytest.raises(EngineLoadError, match=message):
         CosyVoiceEngine(model_dir, options=options, model_factory=factory).load()
@@ -182,13 +182,16 @@ def test_create_engine_maps_the_settings(tmp_path: Path) -> None:
     assert create_engine(WorkerSettings(engine="cosyvoice")).limits.max_items == 1
 
 
+def _official_package_present() -> bool:
+    return importlib.util.find_spec("cosyvoice") is not None and (
+        importlib.util.find_spec("cosyvoice.cli") is not None
+    )
+
+
 def test_the_real_package_import_path() -> None:
     """Runs the real import: with CosyVoice on the path it returns its AutoModel; without it
     (this machine) the worker must refuse to start with instructions, never a bare ImportError."""
-    official = importlib.util.find_spec("cosyvoice") is not None and (
-        importlib.util.find_spec("cosyvoice.cli") is not None
-    )
-    if official:
+    if _official_package_present():
         automodel = import_automodel()
         assert automodel.__name__ == "AutoModel"
         assert automodel.__module__ == "cosyvoice.cli.cosyvoice"
@@ -199,10 +202,12 @@ def test_the_real_package_import_path() -> None:
         assert isinstance(caught.value.__cause__, ImportError)
 
 
-def test_load_without_the_package_refuses_to_start(tmp_path: Path) -> None:
-    if importlib.util.find_spec("cosyvoice") is not None:
-        pytest.fail("this check expects the CosyVoice package to be absent; see the test above")
-    with pytest.raises(EngineLoadError, match="PYTHONPATH"):
+def test_loading_for_real_fails_with_a_clear_message(tmp_path: Path) -> None:
+    """Without a model factory the engine goes through the real package: absent, it says how
+    to install it; present, the stand-in weights here make the real loader fail -- as an
+    EngineLoadError naming the directory, which makes the worker exit with a message."""
+    expected = "loading the CosyVoice model from" if _official_package_present() else "PYTHONPATH"
+    with pytest.raises(EngineLoadError, match=expected):
         CosyVoiceEngine(make_model_dir(tmp_path)).load()
 
 
