@@ -79,6 +79,7 @@ class TtsProducer:
             settings = settings.model_copy(update={"kafka": kafka})
         self.settings = settings
         self._lane = Lane(settings.lane)
+        self._default_topic = settings.topics.lane(self._lane.value)
         self._framing = Framing(settings.framing)
         self._limits = settings.limits
         self._codec = codec or _make_codec(settings, self._framing)
@@ -172,7 +173,9 @@ class TtsProducer:
                 yield self.submit(**item, lane=topic_lane)
 
     def topic_for(self, lane: Lane | str | None = None) -> str:
-        return self.settings.topics.lane(Lane(lane or self._lane).value)
+        if lane is None:
+            return self._default_topic
+        return self.settings.topics.lane(Lane(lane).value)
 
     # ------------------------------------------------------------------------------ delivery
 

@@ -6,6 +6,7 @@ The contract's own rules (lengths, ranges, syntax) are then checked by `schemas.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from datetime import datetime
@@ -37,9 +38,13 @@ _FORMAT_ALIASES = {
 }
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_voice(spec: str, prompt_text: str | None = None) -> Voice:
     """`preset:en-us`, `registered:<64 hex or alias>`, or `prompt:s3://bucket/key` (with the
-    transcript of the prompt audio as `prompt_text`)."""
+    transcript of the prompt audio as `prompt_text`).
+
+    Cached: a service or a backfill uses a handful of voices, and voices are immutable.
+    """
     kind, sep, value = spec.partition(":")
     if not sep or not value:
         raise InvalidRequest.one("voice", f"{spec!r} is not one of {VOICE_FORMS}")

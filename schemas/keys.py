@@ -120,21 +120,55 @@ def _voice_reference(voice: Voice) -> str:
 
 def routing_key(request: SynthesisRequest) -> str:
     """Message key for a request: identical requests share a partition (and so coalesce)."""
-    fields = (
-        ("text", normalise_text(request.text)),
-        ("voice", _voice_reference(request.voice)),
-        ("language", normalise_language(request.language)),
-        ("style", normalise_text(request.style_instruction or "")),
-        ("speed", speed_token(request.speed)),
-        ("format", request.output_format.value),
-        ("sample_rate", str(request.sample_rate_hz or "native")),
+    text = normalise_text(request.text).encode("utf-8")
+    encoding = b"".join(
         (
-            "loudness",
-            "" if request.loudness_lufs is None else loudness_token(request.loudness_lufs),
-        ),
+            _ROUTING_PREFIX,
+            len(text).to_bytes(4, "big"),
+            text,
+            _routing_tail(
+                request.voice,
+                request.language,
+                request.style_instruction,
+                # Tokens, not floats, as cache keys: -0.0 == 0.0 but their tokens differ.
+                speed_token(request.speed),
+                request.output_format.value,
+                request.sample_rate_hz,
+                None if request.loudness_lufs is None else loudness_token(request.loudness_lufs),
+            ),
+        )
     )
-    digest = hashlib.sha256(canonical_encoding(ROUTING_KEY_DOMAIN, fields)).digest()
-    return digest[:ROUTING_KEY_BYTES].hex()
+    return hashlib.sha256(encoding).digest()[:ROUTING_KEY_BYTES].hex()
+
+
+# The encoding up to the text's length: the domain, its terminator and the text field's name.
+_ROUTING_PREFIX = ROUTING_KEY_DOMAIN.encode("utf-8") + b"\x00" + _name_prefix("text")
+
+
+@functools.lru_cache(maxsize=4096)
+def _routing_tail(
+    voice: Voice,
+    language: str | None,
+    style_instruction: str | None,
+    speed: str,
+    output_format: str,
+    sample_rate_hz: int | None,
+    loudness: str | None,
+) -> bytes:
+    """Fields 2-8 of the routing key's encoding. Only the text varies much between requests;
+    the rest takes a handful of values per producer, so it is encoded once and cached."""
+    return canonical_encoding(
+        "",
+        (
+            ("voice", _voice_reference(voice)),
+            ("language", normalise_language(language)),
+            ("style", normalise_text(style_instruction or "")),
+            ("speed", speed),
+            ("format", output_format),
+            ("sample_rate", str(sample_rate_hz or "native")),
+            ("loudness", loudness or ""),
+        ),
+    )[1:]  # drop the empty domain's terminator
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,13 +8,15 @@ tuple notation so the writer never has to guess a branch).
 from __future__ import annotations
 
 import enum
-import uuid
+import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 NAMESPACE = "io.ttsstream"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class AudioFormat(enum.StrEnum):
@@ -138,11 +140,17 @@ def voice_label(voice: Voice) -> str:
 
 
 def now_ms() -> int:
-    return int(datetime.now(UTC).timestamp() * 1000)
+    """Wall-clock epoch milliseconds (UTC)."""
+    return time.time_ns() // 1_000_000
 
 
 def new_request_id() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) UUID in its usual text form."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +178,8 @@ def _datetime_to_ms(value: Any) -> int | None:
     if value is None:
         return None
     if isinstance(value, datetime):
-        return int(value.timestamp() * 1000)
+        # Exact integer arithmetic: float seconds * 1000 can land a millisecond short.
+        return (value - _EPOCH) // timedelta(milliseconds=1)
     return int(value)
 
 

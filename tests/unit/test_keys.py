@@ -301,3 +301,41 @@ def test_cache_key_uses_voice_content_not_its_name() -> None:
         )  # fmt: skip
 
     assert keys.cache_key(inputs("a" * 64)) != keys.cache_key(inputs("b" * 64))
+
+
+@given(
+    st.sampled_from(["Hello.", "Hi  there", "今天"]),
+    st.sampled_from([PresetVoice("en-us"), RegisteredVoice("alice"), PromptAudioVoice("s3://b/k", " hi ")]),
+    st.sampled_from([None, "en_US", "zh-CN"]),
+    st.sampled_from([None, "calmly", ""]),
+    st.sampled_from([1.0, 0.0, -0.0, 1.1000000238418579, 2]),
+    st.sampled_from(list(AudioFormat)),
+    st.sampled_from([None, 0, 24000]),
+    st.sampled_from([None, -14.04, 0.0, -0.0]),
+)
+def test_cached_routing_key_equals_the_spelled_out_encoding(
+    text: str,
+    voice: Voice,
+    language: str | None,
+    style: str | None,
+    speed: float,
+    fmt: AudioFormat,
+    rate: int | None,
+    loudness: float | None,
+) -> None:
+    # routing_key caches the encoding of everything but the text; it must never change the key.
+    request = SynthesisRequest(
+        "r", text, voice, 0, None, language, style, speed, fmt, rate, None, {}, loudness
+    )
+    fields = [
+        ("text", keys.normalise_text(text)),
+        ("voice", keys._voice_reference(voice)),
+        ("language", keys.normalise_language(language)),
+        ("style", keys.normalise_text(style or "")),
+        ("speed", keys.speed_token(speed)),
+        ("format", fmt.value),
+        ("sample_rate", str(rate or "native")),
+        ("loudness", "" if loudness is None else keys.loudness_token(loudness)),
+    ]
+    expected = hashlib.sha256(_spec_encoding(keys.ROUTING_KEY_DOMAIN, fields)).hexdigest()[:32]
+    assert keys.routing_key(request) == expected
