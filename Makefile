@@ -79,3 +79,6 @@ bench: install up  ## the benchmark suite (~30 min): JSON and plots under bench/
 	$(PY) -m bench.run --repeats 3
 bench-smoke: install up  ## every benchmark scenario once at a tiny size: completes and adds up (no speed judged)
 	$(PY) -m bench.run --smoke
+.PHONY: bench-producer
+bench-producer: install up  ## producer side: client vs raw confluent-kafka, 1M-line backfill rate and memory (~10 min)
+	$(PY) -m bench.producer_bench
