@@ -157,7 +157,6 @@ class TorchAudioFinisher:
     def _process(
         self, samples: list[np.ndarray], targets_lufs: list[float], source_hz: int, target_hz: int
     ) -> list[np.ndarray]:
-
         from consumer.audio import dsp
 
         batch = dsp.to_batch(samples, self._device)
