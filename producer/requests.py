@@ -67,7 +67,7 @@ def parse_voice(spec: str, prompt_text: str | None = None) -> Voice:
 def parse_format(value: str | AudioFormat) -> AudioFormat:
     if isinstance(value, AudioFormat):
         return value
-    found = _FORMAT_ALIASES.get(str(value).strip().lower())
+    found = _FORMAT_ALIASES.get(value) or _FORMAT_ALIASES.get(str(value).strip().lower())
     if found is None:
         raise InvalidRequest.one("output_format", f"{value!r} is not one of wav, flac, ogg_opus, mp3")
     return found
@@ -96,7 +96,7 @@ def _optional_text(field: str, value: Any) -> str | None:
 def _attributes(value: Mapping[str, Any] | None) -> dict[str, str]:
     if value is None:
         return {}
-    if not isinstance(value, Mapping):
+    if type(value) is not dict and not isinstance(value, Mapping):
         raise InvalidRequest.one("attributes", f"must be a mapping of strings, not {type(value).__name__}")
     out: dict[str, str] = {}
     for key, item in value.items():

@@ -283,7 +283,7 @@ class BackfillJob:
     def _resume_point(self, validation: Validation) -> Checkpoint:
         committed = read_kafka_checkpoint(
             self._consumer_factory,
-            self.settings.kafka.librdkafka_config(),
+            self.settings.consumer_config("tts-backfill"),
             self.settings.topics.backfill_checkpoints,
             self.job_id,
         )
