@@ -30,6 +30,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     OffsetSpec,
 )
 
+from producer.ports import transient
 from schemas.topics import TopicSpec
 
 log = logging.getLogger(__name__)
@@ -265,7 +266,7 @@ def _last_stable_offsets(
                 ends[(tp.topic, tp.partition)] = int(future.result().offset)
             except KafkaException as exc:
                 error = exc.args[0]
-                if not error.retriable() or time.monotonic() >= deadline:
+                if not transient(error) or time.monotonic() >= deadline:
                     raise TopicAdminError(
                         f"cannot read the end offset of {tp.topic}[{tp.partition}]: {error.str()}"
                     ) from exc

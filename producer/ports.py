@@ -74,3 +74,17 @@ def default_consumer(config: dict[str, Any]) -> KafkaConsumerPort:
 
     consumer: KafkaConsumerPort = Consumer(config)
     return consumer
+
+
+def transient(error: Any) -> bool:
+    """Errors that pass on their own: leader elections (as right after a topic is created),
+    metadata not yet propagated, timeouts. librdkafka does not flag all of them retriable."""
+    from confluent_kafka import KafkaError
+
+    return bool(error.retriable()) or error.code() in (
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._TIMED_OUT,
+        KafkaError.REQUEST_TIMED_OUT,
+    )

@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from producer.errors import KafkaUnavailable, ResultTimeout
-from producer.ports import KafkaConsumerPort, default_consumer
+from producer.ports import KafkaConsumerPort, default_consumer, transient
 from producer.settings import ProducerSettings
 from schemas.codec import AvroCodec, registry_client, result_codec
 from schemas.errors import DecodeError
@@ -200,7 +200,7 @@ def watermarks(consumer: KafkaConsumerPort, partition: Any, timeout_s: float) ->
             return int(low), int(high)
         except KafkaException as exc:
             error = exc.args[0]
-            if not error.retriable() or time.monotonic() >= deadline:
+            if not transient(error) or time.monotonic() >= deadline:
                 raise KafkaUnavailable(
                     f"cannot read the offsets of {partition.topic}[{partition.partition}]: {error.str()}"
                 ) from exc

@@ -114,3 +114,37 @@ def test_fatal_consumer_errors_are_raised() -> None:
     )
     with _subscriber(fake) as results, pytest.raises(KafkaUnavailable, match="fenced"):
         results.poll(0.1)
+
+
+class _ElectingConsumer(FakeConsumer):
+    """Answers "not leader" a few times, as a broker does right after a topic is created."""
+
+    def __init__(self, failures: int, code: int) -> None:
+        super().__init__(partitions={"tts.results": 1}, high=7)
+        self.failures = failures
+        self.code = code
+
+    def get_watermark_offsets(self, partition: Any, timeout: float = -1, cached: bool = False) -> Any:
+        from confluent_kafka import KafkaError, KafkaException
+
+        if self.failures:
+            self.failures -= 1
+            raise KafkaException(KafkaError(self.code))
+        return super().get_watermark_offsets(partition, timeout, cached)
+
+
+def test_a_leader_election_is_waited_out() -> None:
+    from confluent_kafka import KafkaError
+
+    fake = _ElectingConsumer(2, KafkaError.NOT_LEADER_FOR_PARTITION)
+    _subscriber(fake, timeout_s=5)
+    assert [(tp.partition, tp.offset) for tp in fake.assigned] == [(0, 7)]
+
+
+def test_a_permanent_offset_error_is_reported() -> None:
+    from confluent_kafka import KafkaError
+
+    fake = _ElectingConsumer(1, KafkaError.TOPIC_AUTHORIZATION_FAILED)
+    with pytest.raises(KafkaUnavailable, match="cannot read the offsets"):
+        _subscriber(fake, timeout_s=5)
+    assert fake.closed
