@@ -8,8 +8,9 @@ FatalError (the process exits so the pod restarts and alerts fire).
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
@@ -21,6 +22,12 @@ from consumer.ports import AssignmentCallback
 
 log = logging.getLogger(__name__)
 librdkafka_log = logging.getLogger("librdkafka")
+
+SEND_OFFSETS_TIMEOUT_S = 10.0
+# librdkafka can block in send_offsets_to_transaction() past its own timeout when the group
+# coordinator went away (a broker restart): librdkafka issues 5456 and 5511. A call still
+# running this long after its timeout is a wedged client, not a slow broker.
+WEDGED_AFTER_S = 5.0
 
 
 def consumer_config(
@@ -235,11 +242,14 @@ class KafkaProducerAdapter:
             raise _translate(exc, "begin transaction") from exc
 
     def send_offsets(self, offsets: Mapping[TopicPartition, int], group_metadata: object) -> None:
+        positions = [KafkaTopicPartition(tp.topic, tp.partition, off) for tp, off in offsets.items()]
         try:
-            self._producer.send_offsets_to_transaction(
-                [KafkaTopicPartition(tp.topic, tp.partition, off) for tp, off in offsets.items()],
-                group_metadata,
-                30.0,
+            _bounded(
+                lambda: self._producer.send_offsets_to_transaction(
+                    positions, group_metadata, SEND_OFFSETS_TIMEOUT_S
+                ),
+                SEND_OFFSETS_TIMEOUT_S + WEDGED_AFTER_S,
+                "send offsets to transaction",
             )
         except KafkaException as exc:
             raise _translate(exc, "send offsets to transaction") from exc
@@ -271,6 +281,35 @@ class KafkaProducerAdapter:
 
     def close(self) -> None:
         self._producer.flush(10.0)
+
+
+def _bounded(call: Callable[[], object], limit_s: float, what: str) -> None:
+    """Run a blocking librdkafka call that must return within `limit_s`.
+
+    A call still blocked after that cannot be cancelled, and the producer it belongs to cannot
+    be used again: FatalError, so the process exits and its restart fences the open transaction
+    (the blocked thread is a daemon and does not hold the exit up).
+    """
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as exc:  # handed to the caller's thread below
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    thread = threading.Thread(target=run, name="kafka-bounded-call", daemon=True)
+    thread.start()
+    thread.join(limit_s)
+    if thread.is_alive():
+        raise FatalError(
+            f"kafka {what} did not return within {limit_s:.0f}s (a wedged librdkafka client after "
+            "the group coordinator went away); exiting so the restart fences this transaction"
+        )
+    if outcome[0] is not None:
+        raise outcome[0]
 
 
 def _translate(exc: KafkaException, what: str) -> Exception:
