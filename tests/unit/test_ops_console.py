@@ -174,6 +174,10 @@ def test_posts_without_the_form_token_or_from_another_site_are_refused(
         headers={"Origin": "http://evil.example"},
     )
     assert cross.status_code == 403
+    hidden = client.post(
+        "/dlq/0:7/replay", data={"confirm": "yes", "csrf_token": token}, headers={"Origin": "null"}
+    )
+    assert hidden.status_code == 403
     assert backend.replayed == []
 
 

@@ -37,7 +37,9 @@ SECURITY_HEADERS = {
         "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: with no-referrer a browser sends `Origin: null` on form posts,
+    # which the origin check must refuse.
+    "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
@@ -96,6 +98,7 @@ class Console:
             csrf_field=CSRF_FIELD,
             csrf_token=ctx.csrf_token,
             auth_required=self.auth.required,
+            logged_in=self.auth.required and self.auth.session_valid(request.cookies.get(SESSION_COOKIE)),
             path=request.url.path,
             **values,
         )
