@@ -29,6 +29,7 @@ from consumer.core.results import ResultFactory
 from consumer.core.tracing import LocalTracer, Tracer
 from consumer.engine import BatchLimits, Engine
 from consumer.engines import create_engine
+from consumer.errors import CacheUnavailable
 from consumer.health import HealthServer, HealthState
 from consumer.metrics import Metrics
 from consumer.ports import AudioFinisher, ObjectStore, VoiceResolver
@@ -112,11 +113,7 @@ class WorkerApp:
             )
             health = self._start_health(stack, redis_store, store)
             engine, model_version = self._load_engine(stack)
-            recovered = redis_store.recover(s.instance_id)
-            if recovered:
-                log.warning(
-                    "the previous run of this instance died with %d messages in the engine", recovered
-                )
+            self._recover_crash_record(redis_store)
             results = ResultFactory(
                 engine=engine.name,
                 model_version=model_version,
@@ -177,6 +174,19 @@ class WorkerApp:
                 heartbeat=health.beat,
             )
             self._run_loop(loop, health)
+
+    def _recover_crash_record(self, redis_store: RedisStore) -> None:
+        """Turn the previous run's in-flight record into crash counts. Redis is optional under
+        fail_open, so a pod restarted during a Redis outage must start without it (it has no
+        crash-loop protection until Redis is back), not crash-loop on it."""
+        try:
+            recovered = redis_store.recover(self.settings.instance_id)
+        except CacheUnavailable as exc:
+            self.metrics.dependency_errors.labels(dependency="redis").inc()
+            log.warning("crash record not recovered (redis unavailable): %s", exc)
+            return
+        if recovered:
+            log.warning("the previous run of this instance died with %d messages in the engine", recovered)
 
     def _start_health(self, stack: ExitStack, redis_store: RedisStore, store: ObjectStore) -> HealthState:
         s = self.settings
