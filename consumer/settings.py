@@ -183,7 +183,9 @@ class WorkerSettings(BaseSettings):
         default=0.0, ge=0, description="null engine: extra latency per item."
     )
     null_audio_seconds: float | None = Field(
-        default=None, gt=0, description="null engine: fixed audio length; unset: about 15 characters a second."
+        default=None,
+        gt=0,
+        description="null engine: fixed audio length; unset: about 15 characters a second.",
     )
     cosyvoice_fp16: bool = Field(default=False, description="cosyvoice: half precision.")
     cosyvoice_load_jit: bool = Field(default=False, description="cosyvoice: load the TorchScript modules.")

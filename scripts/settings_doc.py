@@ -1,7 +1,7 @@
 """Render the worker's settings reference (docs/configuration.md) from WorkerSettings itself.
 
-    python scripts/settings_doc.py          # rewrite the generated table in place
-    python scripts/settings_doc.py --check  # exit 1 when the document is out of date (a test runs this)
+python scripts/settings_doc.py          # rewrite the generated table in place
+python scripts/settings_doc.py --check  # exit 1 when the document is out of date (a test runs this)
 """
 
 from __future__ import annotations
@@ -43,7 +43,13 @@ def _type(annotation: Any) -> str:
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         return " / ".join(str(member.value) for member in annotation)
     text = str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
-    for noise in ("consumer.settings.", "pathlib.", "pydantic.types.", "schemas.transport.", "schemas.topics."):
+    for noise in (
+        "consumer.settings.",
+        "pathlib.",
+        "pydantic.types.",
+        "schemas.transport.",
+        "schemas.topics.",
+    ):
         text = text.replace(noise, "")
     return text.replace("|", "or")
 

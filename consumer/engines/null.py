@@ -1,8 +1,8 @@
 """The `null` engine: a benchmark instrument, never a default.
 
 It returns silence of a plausible length (about 15 characters per second of speech, scaled by
-speed; or a fixed length, for "small audio" measurements) at 16 kHz, after an optional fixed per-batch latency (plus an optional per-item one) that
-imitates an accelerator. With that latency it lets benchmarks measure what the pipeline around
+speed; or a fixed length, for "small audio" measurements) at 16 kHz, after an optional fixed
+per-batch latency (plus an optional per-item one) that imitates an accelerator. With that latency it lets benchmarks measure what the pipeline around
 the engine costs, and how busy it keeps the engine.
 
 `crash_marker` is a test hook for crash-loop detection: a task whose text contains it kills the
@@ -88,7 +88,9 @@ class NullEngine:
             time.sleep(delay)
         outcomes: list[TaskOutcome] = []
         for task in tasks:
-            seconds = self._audio_seconds or max(0.1, len(task.text) / CHARS_PER_SECOND / max(task.speed, 0.1))
+            seconds = self._audio_seconds or max(
+                0.1, len(task.text) / CHARS_PER_SECOND / max(task.speed, 0.1)
+            )
             outcomes.append(
                 AudioBuffer(np.zeros(int(seconds * SAMPLE_RATE_HZ), dtype=np.float32), SAMPLE_RATE_HZ)
             )

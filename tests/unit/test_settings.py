@@ -49,6 +49,10 @@ def test_transactional_id_is_stable_per_instance() -> None:
 
 def test_configuration_reference_is_up_to_date() -> None:
     check = subprocess.run(
-        [sys.executable, "scripts/settings_doc.py", "--check"], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "scripts/settings_doc.py", "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert check.returncode == 0, check.stderr
