@@ -152,6 +152,7 @@ class CosyVoiceEngine:
         self._kept: OrderedDict[str, AudioBuffer] = OrderedDict()
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._broken: str | None = None
 
     def _detect_quietly(self) -> str | None:
         if self._model_dir is None:
@@ -308,6 +309,8 @@ class CosyVoiceEngine:
     # ------------------------------------------------------------------------ synthesis --
 
     def synthesize(self, tasks: Sequence[SynthesisTask]) -> list[TaskOutcome]:
+        if self._broken is not None:  # a broken CUDA context stays broken: never touch it again
+            raise AcceleratorFailed(f"the GPU failed earlier and the process must restart: {self._broken}")
         if self._model is None:
             raise EngineError("the cosyvoice engine is not loaded")
         outcomes: list[TaskOutcome | None] = [None] * len(tasks)
@@ -360,6 +363,7 @@ class CosyVoiceEngine:
         if fatal is None:
             return
         if _failure_class(fatal) == "device":
+            self._broken = str(fatal)
             raise AcceleratorFailed(f"the GPU failed during synthesis: {fatal}") from fatal
         self._keep_finished(tasks, outcomes)
         _empty_cuda_cache()
@@ -496,6 +500,7 @@ class CosyVoiceEngine:
                 _empty_cuda_cache()
                 raise EngineOutOfMemory("out of GPU memory while preparing a voice") from exc
             if kind == "device":
+                self._broken = str(exc)
                 raise AcceleratorFailed(f"the GPU failed while preparing a voice: {exc}") from exc
             log.warning(
                 "voice registration failed",

@@ -433,6 +433,10 @@ def test_a_broken_cuda_context_is_fatal(tmp_path: Path) -> None:
     with pytest.raises(AcceleratorFailed) as caught:
         engine.synthesize([task()])
     assert isinstance(caught.value, FatalError)
+    calls = len(factory.model.calls)
+    with pytest.raises(AcceleratorFailed, match="must restart"):
+        engine.synthesize([task("Again.", key="k2")])
+    assert len(factory.model.calls) == calls  # the broken context is not touched again
 
 
 def test_synthesize_before_load_is_an_engine_error(tmp_path: Path) -> None:
