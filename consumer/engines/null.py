@@ -2,8 +2,9 @@
 
 It returns silence of a plausible length (about 15 characters per second of speech, scaled by
 speed; or a fixed length, for "small audio" measurements) at 16 kHz, after an optional fixed
-per-batch latency (plus an optional per-item one) that imitates an accelerator. With that latency it lets benchmarks measure what the pipeline around
-the engine costs, and how busy it keeps the engine.
+per-batch latency (plus an optional per-item one) that imitates an accelerator. With that
+latency it lets benchmarks measure what the pipeline around the engine costs, and how busy it
+keeps the engine.
 
 `crash_marker` is a test hook for crash-loop detection: a task whose text contains it kills the
 process with SIGABRT (as a segfaulting native library would). It is off unless set.
