@@ -9,7 +9,6 @@ import collections
 import logging
 import re
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -292,7 +291,3 @@ class LiveBackend:
                 except Exception as exc:  # shutting down: report, do not raise
                     log.warning("console producer did not flush on close: %s", exc)
                 self._producer = None
-
-
-def since(minutes: int) -> int:
-    return int((time.time() - minutes * 60) * 1000)
