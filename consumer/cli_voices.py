@@ -49,7 +49,7 @@ def _registry() -> VoiceRegistry:
     limits = PromptLimits(
         max_bytes=settings.max_prompt_audio_bytes, max_seconds=settings.max_prompt_audio_seconds
     )
-    return VoiceRegistry(store, settings.s3_voices_bucket, limits=limits)
+    return VoiceRegistry(store, settings.s3_voices_bucket, root=settings.s3_voices_prefix, limits=limits)
 
 
 def _reported(command: F) -> F:

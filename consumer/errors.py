@@ -41,6 +41,11 @@ class ObjectTooLarge(PermanentError):
     """The object is larger than the caller allows."""
 
 
+class StorageAccessDenied(FatalError):
+    """Object storage refused our credentials: a configuration error, not an outage. Retrying
+    would stall every request behind it; stopping makes the pod restart and alerts fire."""
+
+
 class CacheUnavailable(RetryableError):
     """Redis did not answer."""
 

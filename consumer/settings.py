@@ -140,6 +140,15 @@ class WorkerSettings(BaseSettings):
         default="audio/", description="Key prefix for produced audio (keys end in the sha256)."
     )
     s3_voices_bucket: str = Field(default="tts-voices", description="Bucket of the voice registry.")
+    s3_voices_prefix: str = Field(
+        default="", description="Key prefix of the voice registry inside its bucket."
+    )
+    voice_cache_ttl_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="How long a worker trusts an alias, a voice record or a prompt URI it resolved "
+        "(re-registrations take effect after this).",
+    )
     presign_expiry_s: int = Field(
         default=0,
         ge=0,

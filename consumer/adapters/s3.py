@@ -10,7 +10,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from consumer.errors import ObjectNotFound, ObjectTooLarge, StorageUnavailable
+from consumer.errors import ObjectNotFound, ObjectTooLarge, StorageAccessDenied, StorageUnavailable
 from consumer.ports import ObjectInfo
 
 if TYPE_CHECKING:
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
+_DENIED = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled"}
 
 
 class S3ObjectStore:
@@ -61,6 +62,10 @@ class S3ObjectStore:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in _NOT_FOUND:
                 raise ObjectNotFound(f"{what}: not found") from exc
+            if code in _DENIED:
+                raise StorageAccessDenied(
+                    f"{what}: {code} (check the S3 credentials and bucket policy)"
+                ) from exc
             status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
             if status >= 500 or code in ("SlowDown", "RequestTimeout", "ServiceUnavailable"):
                 raise StorageUnavailable(f"{what}: {code or status}") from exc

@@ -102,6 +102,10 @@ class WorkerLoop:
             self._update_flow()
             self._heartbeat()
             self._check_run_limits()
+            if self._pipeline.fatal is not None:
+                # Nothing more can be answered; commit what is finished, then fail loudly.
+                self._maybe_commit(force=True)
+                raise self._pipeline.fatal
         self._shutdown()
 
     # ------------------------------------------------------------------ iteration steps

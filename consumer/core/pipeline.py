@@ -40,7 +40,7 @@ from consumer.engine import (
     TaskFailure,
     TaskOutcome,
 )
-from consumer.errors import CacheUnavailable, PermanentError, RetryableError, VoiceResolutionError
+from consumer.errors import CacheUnavailable, FatalError, PermanentError, RetryableError, VoiceResolutionError
 from consumer.metrics import Metrics
 from consumer.ports import (
     Acquired,
@@ -124,7 +124,7 @@ class Pipeline:
         self._next_renewal = 0.0
         self._owner = f"{config.instance_id}:{time.time_ns()}"  # a restarted instance is a new owner
         self.engine_busy_s = 0.0
-        self.engine_idle_since = time.monotonic()
+        self.fatal: FatalError | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -144,6 +144,23 @@ class Pipeline:
 
     def _sleep(self, seconds: float) -> bool:
         return self._stopping.wait(seconds)
+
+    def _die(self, exc: FatalError) -> None:
+        """A stage met an error the process cannot survive: the loop raises it and exits."""
+        log.critical("pipeline stopping: %s", exc)
+        if self.fatal is None:
+            self.fatal = exc
+        self._stopping.set()
+        self._board.close()
+
+    def _guarded(self, fn: Callable[..., None], *args: object) -> None:
+        """Run a pool task; a fatal error stops the pipeline instead of vanishing in the pool."""
+        try:
+            fn(*args)
+        except FatalError as exc:
+            self._die(exc)
+        except Exception:
+            log.exception("pipeline task failed")
 
     # ------------------------------------------------------------------ loop side
 
@@ -205,6 +222,8 @@ class Pipeline:
                     self._dispatch(jobs)
                 self._check_waiters()
                 self._renew_leases()
+            except FatalError as exc:
+                self._die(exc)
             except Exception:  # a bug must not silently kill the thread: log, pause, carry on
                 log.exception("dispatcher iteration failed")
                 self._sleep(0.5)
@@ -388,6 +407,8 @@ class Pipeline:
                 batch = self._board.next_batch(limits, self._config.batch_max_wait_s, timeout_s=0.2)
                 if batch:
                     self._run_batch(batch)
+            except FatalError as exc:
+                self._die(exc)
             except Exception:
                 log.exception("engine iteration failed")
                 self._sleep(0.5)
@@ -427,7 +448,7 @@ class Pipeline:
             per_item_ms = int(elapsed * 1000 / len(batch))
             for flight, _ in produced:
                 flight.state = FlightState.STORING
-            self._finish_pool.submit(self._finish_batch, produced, per_item_ms)
+            self._finish_pool.submit(self._guarded, self._finish_batch, produced, per_item_ms)
 
     def _record_batch(self, batch: list[Flight], outcomes: list[TaskOutcome], elapsed: float) -> None:
         audio_s = sum(o.duration_seconds for o in outcomes if isinstance(o, AudioBuffer))
@@ -540,6 +561,8 @@ class Pipeline:
     def _finish_batch(self, produced: list[tuple[Flight, AudioBuffer]], per_item_ms: int) -> None:
         try:
             encoded = self._finisher.finish([(audio, flight.spec) for flight, audio in produced])
+        except FatalError:
+            raise
         except Exception as exc:  # a finisher bug or unencodable audio must answer, not hang
             log.exception("post-processing failed for %d items", len(produced))
             for flight, _ in produced:
@@ -548,7 +571,7 @@ class Pipeline:
                 )
             return
         for (flight, _), audio in zip(produced, encoded, strict=True):
-            self._store_pool.submit(self._store_flight, flight, audio, per_item_ms)
+            self._store_pool.submit(self._guarded, self._store_flight, flight, audio, per_item_ms)
 
     def _store_flight(self, flight: Flight, audio: EncodedAudio, synthesis_ms: int) -> None:
         extension = flight.spec.output_format.extension

@@ -82,9 +82,11 @@ class VoiceResolver:
         return cls(
             store,
             voices_bucket=settings.s3_voices_bucket,
+            voices_root=settings.s3_voices_prefix,
             allowlist=settings.prompt_audio_allowlist,
             max_prompt_bytes=settings.max_prompt_audio_bytes,
             max_prompt_seconds=settings.max_prompt_audio_seconds,
+            metadata_ttl_s=settings.voice_cache_ttl_s,
         )
 
     def resolve(self, voice: Voice) -> Resolution:

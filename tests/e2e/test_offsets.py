@@ -12,6 +12,7 @@ import pytest
 from consumer.adapters.redis_store import lease_key
 from consumer.app import RunLimits, build_finisher
 from consumer.engines.null import NullEngine
+from consumer.errors import FatalError
 from consumer.settings import WorkerSettings
 from schemas.keys import CacheKeyInputs, ResolvedVoice, cache_key
 from schemas.model import ResultStatus
@@ -100,3 +101,23 @@ def test_duplicates_in_one_worker_are_synthesised_once(
     assert engine.invocations.tasks == len(texts), "the engine ran once per unique text"
     assert sorted(engine.invocations.keys) == sorted({r[0].cache_key for r in results.values()})
     assert sum(r[0].cache_hit for r in results.values()) == len(ids) - len(texts)
+
+
+class BrokenAccelerator(NullEngine):
+    def synthesize(self, tasks: Any) -> Any:
+        raise FatalError("CUDA context lost")
+
+
+def test_a_fatal_engine_error_stops_the_worker_and_commits_nothing_unfinished(
+    kafka_config: dict[str, Any],
+    make_lanes: Callable[..., Lanes],
+    in_process_worker: Callable[..., InProcessWorker],
+) -> None:
+    lanes = make_lanes(partitions=1)
+    send_requests(kafka_config, lanes.requests, [request(f"doomed {uuid.uuid4().hex}")])
+    worker = in_process_worker(lanes, BrokenAccelerator())
+    with pytest.raises(FatalError, match="CUDA context lost"):
+        worker.join(60)
+    assert committed_offsets(kafka_config, lanes.group, lanes.requests, 1)[0] < 0, (
+        "the request stays for a restart"
+    )
