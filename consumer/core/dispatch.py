@@ -1,0 +1,229 @@
+"""The dispatcher stage: from jobs to flights, with one Redis round trip per batch of jobs.
+
+Resolves each voice (presets need no I/O), computes the authoritative cache key, coalesces
+duplicates into flights, and claims new keys: a cached result answers at once, a free lease is
+ours (the flight goes to the engine queue), another worker's lease means waiting — re-claiming
+every few tens of milliseconds, and taking over when the holder's lease expires unfinished.
+It also renews the leases of every flight we hold.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+
+from consumer.core.flights import Flight, FlightState
+from consumer.core.messages import Job
+from consumer.core.stage import StageContext
+from consumer.engine import SynthesisTask
+from consumer.errors import CacheUnavailable, RetryableError, VoiceResolutionError
+from consumer.ports import Acquired, AudioFinisher, CachedAudio, FinishSpec, HeldElsewhere, Hit, VoiceResolver
+from consumer.settings import CacheFailurePolicy
+from schemas.keys import CacheKeyInputs, cache_key, normalise_text
+
+log = logging.getLogger(__name__)
+
+RESOLUTION_RETRY_S = 0.5
+
+
+class Dispatcher:
+    def __init__(
+        self, ctx: StageContext, *, engine_name: str, voices: VoiceResolver, finisher: AudioFinisher
+    ) -> None:
+        self._ctx = ctx
+        self._engine_name = engine_name
+        self._voices = voices
+        self._finisher = finisher
+        self.inbound: queue.SimpleQueue[list[Job]] = queue.SimpleQueue()
+        self._next_renewal = 0.0
+
+    def step(self) -> None:
+        try:
+            jobs = self.inbound.get(timeout=self._timeout())
+        except queue.Empty:
+            jobs = []
+        while True:  # take everything queued: one claim round trip for all of it
+            try:
+                jobs.extend(self.inbound.get_nowait())
+            except queue.Empty:
+                break
+        if jobs:
+            self._dispatch(jobs)
+        self._check_waiters()
+        self._renew_leases()
+
+    def _timeout(self) -> float:
+        now = time.monotonic()
+        nearest = min(self._next_renewal, self._ctx.board.next_waiter_check() or now + 0.1)
+        return max(0.001, min(0.1, nearest - now))
+
+    def _dispatch(self, jobs: list[Job]) -> None:
+        new_flights: dict[str, Flight] = {}
+        retry: list[Job] = []
+        for job in jobs:
+            try:
+                flight = self._flight_for(job)
+            except RetryableError as exc:  # object storage down while resolving a voice
+                log.warning("voice resolution failed, retrying: %s", exc)
+                retry.append(job)
+                continue
+            if flight is None:
+                continue  # answered already, or joined a flight in progress
+            existing = new_flights.get(flight.key)
+            if existing is not None:
+                existing.jobs.append(job)
+                self._ctx.metrics.coalesced.inc()
+            else:
+                new_flights[flight.key] = flight
+        if new_flights:
+            self._claim(list(new_flights.values()))
+        if retry:
+            self._ctx.sleep(RESOLUTION_RETRY_S)
+            self.inbound.put(retry)
+
+    def _flight_for(self, job: Job) -> Flight | None:
+        """A new flight for the job; None when it was answered (its voice cannot be used) or
+        when it joined a flight already in progress for its key."""
+        ctx = self._ctx
+        request = job.request
+        assert request is not None
+        try:
+            resolution = self._voices.resolve(request.voice)
+        except VoiceResolutionError as exc:
+            job.outcome = ctx.results.failure(job, exc.code, exc.message)
+            ctx.answer([job])
+            return None
+        lufs = (
+            request.loudness_lufs if request.loudness_lufs is not None else ctx.config.default_loudness_lufs
+        )
+        key = cache_key(
+            CacheKeyInputs(
+                engine=self._engine_name,
+                model_version=ctx.config.model_version,
+                voice=resolution.key_voice,
+                text=request.text,
+                language=request.language,
+                style_instruction=request.style_instruction,
+                speed=request.speed,
+                output_format=request.output_format.value,
+                sample_rate_hz=request.sample_rate_hz,
+                postprocess=self._finisher.profile(lufs),
+            )
+        )
+        job.cache_key = key
+        if ctx.board.attach(key, job):
+            ctx.metrics.coalesced.inc()
+            return None
+        task = SynthesisTask(
+            key=key,
+            text=normalise_text(request.text),
+            language=request.language,
+            preset=resolution.key_voice.preset,
+            prompt=resolution.prompt,
+            style_instruction=normalise_text(request.style_instruction)
+            if request.style_instruction
+            else None,
+            speed=request.speed,
+        )
+        spec = FinishSpec(request.output_format, request.sample_rate_hz, lufs)
+        return Flight(key, task, spec, [job], job.lane, voice_token=resolution.key_voice.token())
+
+    def _claim(self, flights: list[Flight]) -> None:
+        ctx = self._ctx
+        started = time.perf_counter()
+        try:
+            claims = ctx.dedup.claim([f.key for f in flights], ctx.owner, ctx.config.lease_ttl_ms)
+        except CacheUnavailable as exc:
+            ctx.metrics.dependency_errors.labels(dependency="redis").inc()
+            ctx.metrics.cache_lookups.labels(result="error").inc(len(flights))
+            if ctx.config.cache_failure_policy is CacheFailurePolicy.WAIT:
+                log.warning("redis unavailable, waiting to claim %d keys: %s", len(flights), exc)
+                ctx.sleep(1.0)
+                self.inbound.put([j for f in flights for j in f.jobs])
+                return
+            log.warning("redis unavailable, synthesising %d keys without the cache: %s", len(flights), exc)
+            ctx.metrics.cache_fail_open.inc(len(flights))
+            for flight in flights:
+                ctx.board.add(flight)
+            return
+        finally:
+            ctx.metrics.cache_latency.labels(operation="claim").observe(time.perf_counter() - started)
+        hits = sum(1 for claim in claims.values() if isinstance(claim, Hit))
+        ctx.dedup.count_lookups(hits, len(flights) - hits)
+        for flight in flights:
+            claim = claims[flight.key]
+            if isinstance(claim, Hit):
+                ctx.metrics.cache_lookups.labels(result="hit").inc()
+                self._complete_from_cache(flight, claim.audio, on_board=False)
+                continue
+            ctx.metrics.cache_lookups.labels(result="miss").inc()
+            if isinstance(claim, Acquired):
+                flight.leased = True
+                ctx.board.add(flight)
+            else:
+                assert isinstance(claim, HeldElsewhere)
+                ctx.metrics.singleflight_waits.inc(len(flight.jobs))
+                flight.state = FlightState.WAITING
+                flight.next_check = time.monotonic() + self._wait_interval(claim)
+                ctx.board.add(flight)
+
+    def _wait_interval(self, claim: HeldElsewhere) -> float:
+        return min(self._ctx.config.wait_poll_s, max(0.005, claim.expires_in_ms / 1000.0))
+
+    def _complete_from_cache(self, flight: Flight, audio: CachedAudio, *, on_board: bool) -> None:
+        ctx = self._ctx
+        jobs = ctx.board.finish(flight) if on_board else list(flight.jobs)
+        for job in jobs:
+            job.outcome = ctx.results.success(job, audio, cache_hit=True, synthesis_ms=0)
+        ctx.answer(jobs)
+
+    def _check_waiters(self) -> None:
+        ctx = self._ctx
+        due = ctx.board.due_waiters(time.monotonic())
+        if not due:
+            return
+        try:
+            claims = ctx.dedup.claim([f.key for f in due], ctx.owner, ctx.config.lease_ttl_ms)
+        except CacheUnavailable:
+            ctx.metrics.dependency_errors.labels(dependency="redis").inc()
+            fail_open = ctx.config.cache_failure_policy is CacheFailurePolicy.FAIL_OPEN
+            for flight in due:
+                if fail_open:
+                    ctx.metrics.cache_fail_open.inc()
+                    ctx.board.requeue(flight)
+                else:
+                    ctx.board.wait_elsewhere(flight, 1.0)
+            return
+        for flight in due:
+            claim = claims[flight.key]
+            if isinstance(claim, Hit):
+                self._complete_from_cache(flight, claim.audio, on_board=True)
+            elif isinstance(claim, Acquired):
+                # The holder's lease expired without a result: it died. Take over.
+                ctx.metrics.singleflight_takeovers.inc()
+                flight.leased = True
+                ctx.board.requeue(flight)
+            else:
+                assert isinstance(claim, HeldElsewhere)
+                ctx.board.wait_elsewhere(flight, self._wait_interval(claim))
+
+    def _renew_leases(self) -> None:
+        ctx = self._ctx
+        now = time.monotonic()
+        if now < self._next_renewal:
+            return
+        self._next_renewal = now + ctx.config.lease_ttl_ms / 3000.0
+        keys = ctx.board.held_keys()
+        if not keys:
+            return
+        try:
+            kept = ctx.dedup.renew(keys, ctx.owner, ctx.config.lease_ttl_ms)
+        except CacheUnavailable:
+            ctx.metrics.dependency_errors.labels(dependency="redis").inc()
+            return
+        lost = len(keys) - len(kept)
+        if lost:
+            # Someone took a lease we were too slow to renew; both may synthesise, which is
+            # harmless (content-addressed objects), only wasteful.
+            log.warning("lost %d leases before finishing", lost)

@@ -1,0 +1,183 @@
+"""The engine stage: batches from the flight board into the engine, results to the store stage.
+
+Before a batch enters the engine its deadlines are checked again (time spent queued counts) and
+its messages are screened against the crash ledger: a message that was in the engine when a
+worker died runs alone, and one past the limit goes to the DLQ instead of taking the worker down
+again. Transient failures are retried, out-of-memory splits the batch, invalid inputs fail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from consumer.core.flights import Flight, FlightState
+from consumer.core.messages import DeadLetter, Job
+from consumer.core.stage import StageContext
+from consumer.engine import (
+    AudioBuffer,
+    Engine,
+    EngineError,
+    EngineOutOfMemory,
+    FailureKind,
+    TaskFailure,
+    TaskOutcome,
+)
+from consumer.errors import CacheUnavailable
+from consumer.ports import CrashLedger
+from schemas.dlq import DlqReason
+from schemas.model import ErrorCode, SynthesisRequest
+
+log = logging.getLogger(__name__)
+
+Produced = list[tuple[Flight, AudioBuffer]]
+
+
+def message_id(job: Job) -> str:
+    return f"{job.tp.topic}:{job.tp.partition}:{job.offset}"
+
+
+class EngineStage:
+    def __init__(
+        self,
+        ctx: StageContext,
+        *,
+        engine: Engine,
+        crashes: CrashLedger,
+        deadline_passed: Callable[[SynthesisRequest], bool],
+        produced: Callable[[Produced, int], None],
+    ) -> None:
+        self._ctx = ctx
+        self._engine = engine
+        self._crashes = crashes
+        self._deadline_passed = deadline_passed
+        self._produced = produced
+        self.busy_s = 0.0
+
+    def step(self) -> None:
+        config = self._ctx.config
+        batch = self._ctx.board.next_batch(config.batch_limits, config.batch_max_wait_s, timeout_s=0.2)
+        if batch:
+            self._run(batch)
+
+    def _run(self, batch: list[Flight]) -> None:
+        batch = self._screen_crash_loops(self._drop_expired(batch))
+        if not batch:
+            return
+        started = time.perf_counter()
+        try:
+            outcomes = self._engine.synthesize([f.task for f in batch])
+        except EngineOutOfMemory as exc:
+            self._split_after_oom(batch, exc)
+            return
+        except EngineError as exc:
+            log.warning("engine batch of %d failed: %s", len(batch), exc)
+            for flight in batch:
+                self._ctx.retry_or_fail(flight, TaskFailure(FailureKind.TRANSIENT, str(exc)))
+            return
+        finally:
+            elapsed = time.perf_counter() - started
+            self.busy_s += elapsed
+            self._ctx.metrics.engine_busy_seconds.inc(elapsed)
+            self._end_crash_watch()
+        if len(outcomes) != len(batch):
+            raise EngineError(f"engine returned {len(outcomes)} outcomes for {len(batch)} tasks")
+        self._record(batch, outcomes, elapsed)
+        produced: Produced = []
+        for flight, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, AudioBuffer):
+                flight.state = FlightState.STORING
+                produced.append((flight, outcome))
+            else:
+                self._ctx.retry_or_fail(flight, outcome)
+        if produced:
+            self._produced(produced, int(elapsed * 1000 / len(batch)))
+
+    def _record(self, batch: list[Flight], outcomes: list[TaskOutcome], elapsed: float) -> None:
+        metrics = self._ctx.metrics
+        audio_s = sum(o.duration_seconds for o in outcomes if isinstance(o, AudioBuffer))
+        metrics.batch_size.observe(len(batch))
+        metrics.engine_seconds.observe(elapsed)
+        metrics.audio_seconds.inc(audio_s)
+        if audio_s > 0:
+            metrics.realtime_factor.observe(elapsed / audio_s)
+        log.debug(
+            "engine batch",
+            extra={"batch_size": len(batch), "engine_s": round(elapsed, 4), "audio_s": round(audio_s, 3)},
+        )
+
+    def _drop_expired(self, batch: list[Flight]) -> list[Flight]:
+        ctx = self._ctx
+        kept: list[Flight] = []
+        for flight in batch:
+            expired = [j for j in flight.jobs if j.request is not None and self._deadline_passed(j.request)]
+            for job in expired:
+                flight.jobs.remove(job)
+                job.outcome = ctx.results.failure(
+                    job, ErrorCode.EXPIRED, "the deadline passed while the request was queued"
+                )
+            ctx.answer(expired)
+            if flight.jobs:
+                kept.append(flight)
+            else:
+                ctx.board.finish(flight)
+                ctx.release([flight])
+        return kept
+
+    def _screen_crash_loops(self, batch: list[Flight]) -> list[Flight]:
+        ctx = self._ctx
+        if not batch:
+            return batch
+        try:
+            crashes = self._crashes.begin(
+                ctx.config.instance_id, [message_id(j) for f in batch for j in f.jobs]
+            )
+        except CacheUnavailable:
+            ctx.metrics.dependency_errors.labels(dependency="redis").inc()
+            return batch  # fail open: no crash protection while Redis is down
+        kept: list[Flight] = []
+        for flight in batch:
+            poisoned = [
+                j for j in flight.jobs if crashes.get(message_id(j), 0) >= ctx.config.poison_max_attempts
+            ]
+            for job in poisoned:
+                flight.jobs.remove(job)
+                count = crashes[message_id(job)]
+                job.outcome = DeadLetter(
+                    DlqReason.CRASH_LOOP.value, f"in the engine during {count} worker crashes", attempts=count
+                )
+                log.error(
+                    "dead-lettering a message that crashed the worker %d times",
+                    count,
+                    extra=job.log_context(),
+                )
+            ctx.answer(poisoned)
+            if not flight.jobs:
+                ctx.board.finish(flight)
+                ctx.release([flight])
+                continue
+            suspect = any(crashes.get(message_id(j), 0) > 0 for j in flight.jobs)
+            if suspect and len(batch) > 1:
+                ctx.board.requeue(flight, quarantine=True)
+                continue
+            kept.append(flight)
+        if len(kept) != len(batch):
+            with contextlib.suppress(CacheUnavailable):  # only what enters the engine is in flight
+                self._crashes.begin(ctx.config.instance_id, [message_id(j) for f in kept for j in f.jobs])
+        return kept
+
+    def _end_crash_watch(self) -> None:
+        try:
+            self._crashes.end(self._ctx.config.instance_id)
+        except CacheUnavailable:
+            self._ctx.metrics.dependency_errors.labels(dependency="redis").inc()
+
+    def _split_after_oom(self, batch: list[Flight], exc: EngineOutOfMemory) -> None:
+        if len(batch) == 1:
+            self._ctx.retry_or_fail(batch[0], TaskFailure(FailureKind.TRANSIENT, f"out of memory: {exc}"))
+            return
+        log.warning("engine out of memory on a batch of %d; retrying each task alone", len(batch))
+        for flight in batch:
+            self._ctx.board.requeue(flight, quarantine=True)
