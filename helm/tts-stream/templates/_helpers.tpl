@@ -121,6 +121,8 @@ Kafka (with SASL/TLS from existing Secrets), topic names and the consumer group.
   value: {{ .Values.topics.dlq | quote }}
 - name: TTS_TOPICS_BACKFILL_CHECKPOINTS
   value: {{ .Values.topics.backfillCheckpoints | quote }}
+- name: TTS_TOPICS_DLQ_REPLAYS
+  value: {{ .Values.topics.dlqReplays | quote }}
 - name: TTS_GROUP_ID
   value: {{ .Values.kafka.groupId | quote }}
 - name: TTS_LOG_FORMAT
