@@ -103,14 +103,7 @@ class WorkerApp:
                 password=s.redis_password.get_secret_value() if s.redis_password else None,
                 group_id=s.group_id,
             )
-            store = S3ObjectStore(
-                endpoint_url=s.s3_endpoint_url,
-                region=s.s3_region,
-                access_key_id=s.s3_access_key_id.get_secret_value() if s.s3_access_key_id else None,
-                secret_access_key=s.s3_secret_access_key.get_secret_value()
-                if s.s3_secret_access_key
-                else None,
-            )
+            store = S3ObjectStore.from_settings(s)
             health = self._start_health(stack, redis_store, store)
             engine, model_version = self._load_engine(stack)
             self._recover_crash_record(redis_store)

@@ -39,13 +39,7 @@ def _registry() -> VoiceRegistry:
     except ValidationError as exc:
         click.echo(f"error: invalid TTS_* settings: {exc}", err=True)
         sys.exit(EXIT_USAGE)
-    key_id, secret = settings.s3_access_key_id, settings.s3_secret_access_key
-    store = S3ObjectStore(
-        endpoint_url=settings.s3_endpoint_url,
-        region=settings.s3_region,
-        access_key_id=key_id.get_secret_value() if key_id else None,
-        secret_access_key=secret.get_secret_value() if secret else None,
-    )
+    store = S3ObjectStore.from_settings(settings)
     limits = PromptLimits(
         max_bytes=settings.max_prompt_audio_bytes, max_seconds=settings.max_prompt_audio_seconds
     )

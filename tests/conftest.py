@@ -118,3 +118,16 @@ def registry_url(stack: StackAddresses) -> str:
             f"schema registry at {stack.registry_url} is not reachable: start it with `make up REGISTRY=1`"
         )
     return stack.registry_url
+
+
+@pytest.fixture(scope="session")
+def object_store(stack: StackAddresses, s3_client: Any) -> Any:
+    """Our own ObjectStore adapter on the stack's S3 server (s3_client checked it is reachable)."""
+    from consumer.adapters.s3 import S3ObjectStore
+
+    return S3ObjectStore(
+        endpoint_url=stack.s3_endpoint,
+        region=stack.s3_region,
+        access_key_id=stack.s3_access_key,
+        secret_access_key=stack.s3_secret_key,
+    )

@@ -44,14 +44,7 @@ def main() -> None:
     engine.warm_up()
     finisher = build_finisher(settings)
     profile = finisher.profile(settings.loudness_lufs)
-    store = S3ObjectStore(
-        endpoint_url=settings.s3_endpoint_url,
-        region=settings.s3_region,
-        access_key_id=settings.s3_access_key_id.get_secret_value() if settings.s3_access_key_id else None,
-        secret_access_key=settings.s3_secret_access_key.get_secret_value()
-        if settings.s3_secret_access_key
-        else None,
-    )
+    store = S3ObjectStore.from_settings(settings)
     cache = redis.Redis.from_url(settings.redis_url.get_secret_value())
     requests = request_codec()
     results = result_codec()

@@ -16,6 +16,8 @@ from consumer.ports import ObjectInfo
 if TYPE_CHECKING:
     from types_boto3_s3 import S3Client
 
+    from consumer.settings import WorkerSettings
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
@@ -52,6 +54,16 @@ class S3ObjectStore:
                 read_timeout=timeout_s,
                 max_pool_connections=max_pool_connections,
             ),
+        )
+
+    @classmethod
+    def from_settings(cls, settings: WorkerSettings) -> S3ObjectStore:
+        key_id, secret = settings.s3_access_key_id, settings.s3_secret_access_key
+        return cls(
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            access_key_id=key_id.get_secret_value() if key_id else None,
+            secret_access_key=secret.get_secret_value() if secret else None,
         )
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:

@@ -49,13 +49,10 @@ def prompt_file(directory: Path) -> Path:
 
 
 @pytest.fixture
-def registry(stack: StackAddresses, s3_client: object) -> Iterator[VoiceRegistry]:
-    store = S3ObjectStore(
-        endpoint_url=stack.s3_endpoint,
-        region=stack.s3_region,
-        access_key_id=stack.s3_access_key,
-        secret_access_key=stack.s3_secret_key,
-    )
+def registry(
+    stack: StackAddresses, s3_client: object, object_store: S3ObjectStore
+) -> Iterator[VoiceRegistry]:
+    store = object_store
     registry = VoiceRegistry(store, stack.voices_bucket)
     registry.created = []  # type: ignore[attr-defined]
     yield registry

@@ -23,13 +23,10 @@ FILES = {
 
 
 @pytest.fixture
-def source(stack: StackAddresses, s3_client: object) -> Iterator[tuple[S3ObjectStore, str]]:
-    store = S3ObjectStore(
-        endpoint_url=stack.s3_endpoint,
-        region=stack.s3_region,
-        access_key_id=stack.s3_access_key,
-        secret_access_key=stack.s3_secret_key,
-    )
+def source(
+    stack: StackAddresses, s3_client: object, object_store: S3ObjectStore
+) -> Iterator[tuple[S3ObjectStore, str]]:
+    store = object_store
     prefix = unique_name("it-model") + "/cv3/"
     for name, data in FILES.items():
         store.put(stack.audio_bucket, prefix + name, data, content_type="application/octet-stream")

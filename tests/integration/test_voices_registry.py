@@ -22,13 +22,8 @@ DOG = "A lazy dog sleeps all day long in the warm afternoon sun."
 
 
 @pytest.fixture
-def store(stack: StackAddresses, s3_client: object) -> S3ObjectStore:
-    return S3ObjectStore(
-        endpoint_url=stack.s3_endpoint,
-        region=stack.s3_region,
-        access_key_id=stack.s3_access_key,
-        secret_access_key=stack.s3_secret_key,
-    )
+def store(stack: StackAddresses, s3_client: object, object_store: S3ObjectStore) -> S3ObjectStore:
+    return object_store
 
 
 @pytest.fixture
