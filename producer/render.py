@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,40 +11,9 @@ from schemas.model import SynthesisResult
 
 def result_to_json(result: SynthesisResult) -> dict[str, Any]:
     """The result as plain JSON types, with the model's field names (times in epoch ms)."""
-    audio = result.audio
-    error = result.error
-    return {
-        "request_id": result.request_id,
-        "status": result.status.value,
-        "audio": None
-        if audio is None
-        else {
-            "uri": audio.uri,
-            "content_type": audio.content_type,
-            "size_bytes": audio.size_bytes,
-            "duration_seconds": audio.duration_seconds,
-            "sample_rate_hz": audio.sample_rate_hz,
-            "sha256": audio.sha256,
-            "presigned_url": audio.presigned_url,
-            "presigned_url_expires_at_ms": audio.presigned_url_expires_at_ms,
-        },
-        "error": None
-        if error is None
-        else {"code": error.code.value, "message": error.message, "retryable": error.retryable},
-        "cache_key": result.cache_key,
-        "cache_hit": result.cache_hit,
-        "engine": result.engine,
-        "model_version": result.model_version,
-        "timings": {
-            "queued_ms": result.timings.queued_ms,
-            "synthesis_ms": result.timings.synthesis_ms,
-            "total_ms": result.timings.total_ms,
-        },
-        "completed_at_ms": result.completed_at_ms,
-        "attributes": dict(result.attributes),
-        "traceparent": result.traceparent,
-        "worker_id": result.worker_id,
-    }
+    data = dataclasses.asdict(result)  # enums are StrEnums: they serialise as their values
+    data["attributes"] = dict(result.attributes)
+    return data
 
 
 def _clock(ms: int) -> str:
