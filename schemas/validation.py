@@ -7,8 +7,10 @@ for prompt-audio buckets and reply topics, and deadlines.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -79,10 +81,46 @@ def _control_character(text: str, *, allow_newlines: bool) -> str | None:
     return None if found is None else f"U+{ord(found.group()):04X}"
 
 
+# Unicode's stream-safe text format (UAX #15) allows at most 30 combining marks in a row: no
+# language needs more. Longer runs are refused before normalising, because NFC puts a run into
+# canonical order in quadratic time (800 kB of marks held a worker's poll loop for minutes).
+MAX_COMBINING_RUN = 30
+# Normalisation can lengthen text (by at most 3x), so limits count characters after it; a text
+# more than this many times over its limit is refused without being normalised at all.
+RAW_LENGTH_FACTOR = 4
+
+
+@functools.cache
+def _combining_run() -> re.Pattern[str]:
+    """A run of more than MAX_COMBINING_RUN characters with a non-zero combining class."""
+    marks = [cp for cp in range(0x300, 0x110000) if unicodedata.combining(chr(cp))]
+    spans: list[list[int]] = []
+    for cp in marks:
+        if spans and spans[-1][1] == cp - 1:
+            spans[-1][1] = cp
+        else:
+            spans.append([cp, cp])
+    members = "".join(f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in spans)
+    return re.compile(f"[{members}]{{{MAX_COMBINING_RUN + 1}}}")
+
+
+def _unsafe_to_normalise(text: str, limit: int) -> tuple[bool, str] | None:
+    """(too long?, why) when `text` must be refused before normalisation, else None."""
+    if len(text) > limit * RAW_LENGTH_FACTOR:
+        return True, f"has {len(text)} characters before normalisation; the limit is {limit}"
+    if not text.isascii() and _combining_run().search(text) is not None:
+        return False, f"has more than {MAX_COMBINING_RUN} combining marks in a row"
+    return None
+
+
 Report = Callable[[ErrorCode, str, str], None]
 
 
 def _check_text(request: SynthesisRequest, limits: RequestLimits, bad: Report) -> None:
+    if (unsafe := _unsafe_to_normalise(request.text, limits.max_text_chars)) is not None:
+        too_long, why = unsafe
+        bad(ErrorCode.TEXT_TOO_LONG if too_long else ErrorCode.INVALID_REQUEST, "text", why)
+        return
     text = normalise_text(request.text)
     if not text:
         bad(ErrorCode.INVALID_REQUEST, "text", "is empty")
@@ -115,6 +153,9 @@ def _check_voice(voice: Voice, limits: RequestLimits, bad: Report) -> None:
                 "voice.audio_uri",
                 "must be an s3://bucket/key URI (other schemes are never fetched)",
             )
+        if (unsafe := _unsafe_to_normalise(voice.transcript, limits.max_transcript_chars)) is not None:
+            bad(ErrorCode.INVALID_REQUEST, "voice.transcript", unsafe[1])
+            return
         transcript = normalise_text(voice.transcript)
         if not transcript:
             bad(ErrorCode.INVALID_REQUEST, "voice.transcript", "is empty")
@@ -128,6 +169,9 @@ def _check_voice(voice: Voice, limits: RequestLimits, bad: Report) -> None:
 
 def _check_style(style_instruction: str | None, limits: RequestLimits, bad: Report) -> None:
     if style_instruction is None:
+        return
+    if (unsafe := _unsafe_to_normalise(style_instruction, limits.max_style_chars)) is not None:
+        bad(ErrorCode.INVALID_REQUEST, "style_instruction", unsafe[1])
         return
     style = normalise_text(style_instruction)
     if not style:
