@@ -3,13 +3,38 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from consumer.core.messages import Answer, Job
 from consumer.ports import CachedAudio
 from schemas.model import AudioDescriptor, ErrorCode, ResultError, ResultStatus, SynthesisResult, Timings
 
 Presigner = Callable[[str], tuple[str, int] | None]  # object URI -> (url, expires_at_ms)
+
+# Every result must be publishable whatever the request held: echoes of an invalid request are
+# bounded (valid ids and attributes always fit), timings stay inside Avro's long.
+MAX_ECHOED_ID_CHARS = 128
+MAX_ECHOED_ATTRIBUTES = 64
+MAX_ECHOED_ATTRIBUTE_CHARS = 64 * 1024
+LONG_MAX = 2**63 - 1
+
+
+def _echoed_id(request_id: str) -> str:
+    return request_id[:MAX_ECHOED_ID_CHARS]
+
+
+def _echoed_attributes(attributes: Mapping[str, str]) -> dict[str, str]:
+    """The request's attributes, or none when they are beyond any valid request's (a hostile
+    request must not make its own answer too large for a Kafka message)."""
+    if len(attributes) > MAX_ECHOED_ATTRIBUTES:
+        return {}
+    if sum(len(k) + len(v) for k, v in attributes.items()) > MAX_ECHOED_ATTRIBUTE_CHARS:
+        return {}
+    return dict(attributes)
+
+
+def _ms(value: int) -> int:
+    return min(max(0, value), LONG_MAX)
 
 
 class ResultFactory:
@@ -37,9 +62,9 @@ class ResultFactory:
     def _timings(self, job: Job, synthesis_ms: int, now_ms: int) -> Timings:
         created = job.request.created_at_ms if job.request is not None else job.taken_at_ms
         return Timings(
-            queued_ms=max(0, job.taken_at_ms - created),
-            synthesis_ms=max(0, synthesis_ms),
-            total_ms=max(0, now_ms - created),
+            queued_ms=_ms(job.taken_at_ms - created),
+            synthesis_ms=_ms(synthesis_ms),
+            total_ms=_ms(now_ms - created),
         )
 
     def failure(
@@ -54,7 +79,7 @@ class ResultFactory:
         now_ms = int(time.time() * 1000)
         request = job.request
         result = SynthesisResult(
-            request_id=request.request_id
+            request_id=_echoed_id(request.request_id)
             if request is not None
             else f"unknown@{job.tp.topic}/{job.tp.partition}/{job.offset}",
             status=ResultStatus.FAILED,
@@ -64,7 +89,7 @@ class ResultFactory:
             completed_at_ms=now_ms,
             cache_key=job.cache_key,
             error=ResultError(code, message, retryable),
-            attributes=dict(request.attributes) if request is not None else {},
+            attributes=_echoed_attributes(request.attributes) if request is not None else {},
             traceparent=job.traceparent,
             worker_id=self._worker_id,
         )
