@@ -15,6 +15,10 @@ FAILED_AT = "tts-dlq-failed-at-ms"
 WORKER = "tts-dlq-worker"
 ATTEMPTS = "tts-dlq-attempts"
 REPLAYED_AT = "tts-dlq-replayed-at-ms"
+# Set only when the original was too large to copy whole (key, value and header sizes), with the
+# sha256 of the original value: the value is cut to fit and the original headers are dropped.
+TRUNCATED = "tts-dlq-truncated"
+ORIGINAL_SHA256 = "tts-dlq-original-sha256"
 REPLAY_COUNT = "tts-dlq-replay-count"
 
 PROVENANCE_HEADERS = (

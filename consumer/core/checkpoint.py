@@ -19,6 +19,7 @@ at_least_once (cheaper: no transaction markers, plain consumers):
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -33,6 +34,15 @@ from schemas import dlq
 from schemas.model import ErrorCode, SynthesisResult
 
 log = logging.getLogger(__name__)
+
+# Key, value and original headers of a dead letter stay under this, so that with the provenance
+# headers it fits librdkafka's default message.max.bytes (1,000,000) and any topic's default.
+DLQ_RECORD_BUDGET_BYTES = 990_000
+
+
+def _record_bytes(key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> int:
+    return len(key or b"") + len(value) + sum(len(k) + len(v) for k, v in headers)
+
 
 # Codes that mean "the caller sent something we will never accept" (reported as `invalid`).
 CLIENT_ERRORS = frozenset(
@@ -148,8 +158,18 @@ class Checkpointer:
             dlq.ATTEMPTS: str(outcome.attempts),
         }
         original = [(k, v) for k, v in message.headers if k not in provenance]
+        key, value = message.key, message.value or b""
+        if _record_bytes(key, value, original) > DLQ_RECORD_BUDGET_BYTES:
+            # The copy plus provenance would not fit in a Kafka message (the original was at the
+            # lane's size limit): publishing it would fail on every retry and stall the worker.
+            sizes = f"key {len(key or b'')} B, value {len(value)} B, {len(original)} headers"
+            provenance[dlq.TRUNCATED] = sizes
+            provenance[dlq.ORIGINAL_SHA256] = hashlib.sha256(value).hexdigest()
+            original = []
+            key = key[:1024] if key else key
+            value = value[: DLQ_RECORD_BUDGET_BYTES - len(key or b"")]
         headers = original + [(k, v.encode("utf-8")) for k, v in provenance.items()]
-        return OutboundRecord(self._dlq_topic, message.key, message.value or b"", headers)
+        return OutboundRecord(self._dlq_topic, key, value, headers)
 
     def commit(self, tracker: OffsetTracker) -> int:
         """Publish and commit every partition's finished prefix; returns the jobs committed.
