@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from consumer.app import RunLimits, WorkerApp
 from consumer.engine import EngineLoadError
-from consumer.errors import FatalError, RetryableError
+from consumer.errors import ConfigurationError, FatalError, RetryableError
 from consumer.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,9 @@ def worker(
     except RetryableError as exc:
         log.critical("a dependency is unreachable: %s", exc)
         sys.exit(EXIT_SERVICE_UNAVAILABLE)
+    except ConfigurationError as exc:
+        log.critical("bad configuration: %s", exc)
+        sys.exit(EXIT_CONFIG)
     except FatalError as exc:
         log.critical("fatal: %s", exc)
         sys.exit(EXIT_FATAL)
