@@ -21,8 +21,6 @@ from schemas.model import AudioFormat, Voice
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
     size_bytes: int
-    content_type: str
-    metadata: Mapping[str, str]
 
 
 class ObjectStore(Protocol):

@@ -116,6 +116,11 @@ class TorchAudioFinisher:
         rates = [self.output_rate(audio, spec) for audio, spec in items]
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
         for index, (audio, _) in enumerate(items):
+            if not np.any(audio.samples):
+                # Silence has no loudness to normalise and no peak to limit: only its length
+                # changes with the rate. (The null engine's output; real speech never takes this.)
+                processed[index] = _silence(audio, rates[index])
+                continue
             groups[(audio.sample_rate_hz, rates[index])].append(index)
         for (source_hz, target_hz), members in groups.items():
             for chunk in _chunks(members, items, source_hz, target_hz):
@@ -189,6 +194,13 @@ class TorchAudioFinisher:
 
 if TYPE_CHECKING:
     _conforms: type[AudioFinisher] = TorchAudioFinisher
+
+
+def _silence(audio: AudioBuffer, rate_hz: int) -> np.ndarray:
+    from consumer.audio import dsp
+
+    length = max(len(audio.samples), round(MIN_SECONDS * audio.sample_rate_hz))
+    return np.zeros(max(1, dsp.resampled_length(length, audio.sample_rate_hz, rate_hz)), dtype=np.float32)
 
 
 def _samples(audio: AudioBuffer) -> np.ndarray:

@@ -45,7 +45,7 @@ class MemoryObjectStore:
     def head(self, bucket: str, key: str) -> ObjectInfo | None:
         self._check()
         entry = self.objects.get((bucket, key))
-        return None if entry is None else ObjectInfo(len(entry[0]), entry[1], entry[2])
+        return None if entry is None else ObjectInfo(len(entry[0]))
 
     def delete(self, bucket: str, key: str) -> None:
         self._check()
