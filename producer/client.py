@@ -22,9 +22,10 @@ import logging
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
-from producer.errors import DeliveryFailed, DeliveryFailure, KafkaUnavailable, ProducerClosed
+from producer.errors import DeliveryFailed, DeliveryFailure, InvalidRequest, KafkaUnavailable, ProducerClosed
+from producer.metrics import ProducerMetrics
 from producer.ports import KafkaProducerPort, default_producer
 from producer.requests import build_request, validate
 from producer.settings import Lane, ProducerSettings
@@ -32,6 +33,9 @@ from schemas.codec import AvroCodec, Framing, registry_client, request_codec
 from schemas.keys import routing_key
 from schemas.model import AudioFormat, SynthesisRequest, Voice
 from schemas.validation import RequestLimits
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +59,7 @@ class TtsProducer:
         config: Mapping[str, Any] | None = None,
         producer_factory: Any = None,
         codec: AvroCodec[SynthesisRequest] | None = None,
+        metrics_registry: CollectorRegistry | None = None,
     ) -> None:
         """Settings come from `settings` (e.g. `ProducerSettings()` reads TTS_* variables), and
         any keyword argument given overrides them; with no settings, only the keywords count.
@@ -90,6 +95,7 @@ class TtsProducer:
         self._closed = False
         self.submitted = 0
         self.delivered = 0
+        self._metrics = ProducerMetrics(metrics_registry) if metrics_registry is not None else None
 
     # ------------------------------------------------------------------------------ submit
 
@@ -118,22 +124,26 @@ class TtsProducer:
         `voice` is a `Voice` or a string: `preset:NAME`, `registered:ID_OR_ALIAS`, or
         `prompt:s3://bucket/key` together with `prompt_text` (the prompt audio's transcript).
         """
-        request = build_request(
-            text,
-            voice,
-            prompt_text=prompt_text,
-            request_id=request_id,
-            language=language,
-            style_instruction=style_instruction,
-            speed=speed,
-            output_format=output_format,
-            sample_rate_hz=sample_rate_hz,
-            loudness_lufs=loudness_lufs,
-            deadline=deadline,
-            ttl_s=ttl_s,
-            reply_topic=reply_topic,
-            attributes=attributes,
-        )
+        try:
+            request = build_request(
+                text,
+                voice,
+                prompt_text=prompt_text,
+                request_id=request_id,
+                language=language,
+                style_instruction=style_instruction,
+                speed=speed,
+                output_format=output_format,
+                sample_rate_hz=sample_rate_hz,
+                loudness_lufs=loudness_lufs,
+                deadline=deadline,
+                ttl_s=ttl_s,
+                reply_topic=reply_topic,
+                attributes=attributes,
+            )
+        except InvalidRequest as exc:
+            self._count_refusal(exc)
+            raise
         return self.submit_request(request, lane=lane, traceparent=traceparent)
 
     def submit_request(
@@ -146,7 +156,11 @@ class TtsProducer:
         """Validate and queue a ready-made request; return its request id."""
         if self._closed:
             raise ProducerClosed("this TtsProducer is closed")
-        validate(request, self._limits)
+        try:
+            validate(request, self._limits)
+        except InvalidRequest as exc:
+            self._count_refusal(exc)
+            raise
         topic = self.topic_for(lane)
         value = self._codec.encode(request, framing=self._framing, topic=topic)
         headers = [(TRACEPARENT_HEADER, traceparent.encode())] if traceparent else None
@@ -172,6 +186,10 @@ class TtsProducer:
             else:
                 yield self.submit(**item, lane=topic_lane)
 
+    def _count_refusal(self, exc: InvalidRequest) -> None:
+        if self._metrics is not None:
+            self._metrics.invalid.labels(field=exc.field.split(".", 1)[0].split("[", 1)[0]).inc()
+
     def topic_for(self, lane: Lane | str | None = None) -> str:
         if lane is None:
             return self._default_topic
@@ -187,13 +205,19 @@ class TtsProducer:
         request_id: str,
         headers: list[tuple[str, bytes]] | None,
     ) -> None:
+        metrics = self._metrics
+
         def delivered(err: Any, msg: Any) -> None:
             if err is None:
                 self.delivered += 1
+                if metrics is not None:
+                    metrics.delivered.labels(topic=topic).inc()
             else:
                 self._failures.append(
                     DeliveryFailure(request_id, topic, err.name(), err.str(), bool(err.retriable()))
                 )
+                if metrics is not None:
+                    metrics.delivery_failures.labels(topic=topic, error=err.name()).inc()
 
         while True:
             try:
@@ -203,6 +227,8 @@ class TtsProducer:
                 # The local queue is full: wait for the brokers to catch up (backpressure).
                 self._producer.poll(0.05)
         self.submitted += 1
+        if metrics is not None:
+            metrics.submitted.labels(topic=topic).inc()
         self._since_poll += 1
         if self._since_poll >= _POLL_EVERY:
             self._since_poll = 0

@@ -308,3 +308,34 @@ def test_check_connection_names_missing_topics_and_dead_brokers() -> None:
 def test_confluent_framing_needs_a_registry_url() -> None:
     with pytest.raises(ValueError, match="schema_registry_url"):
         _client(framing="confluent")
+
+
+def test_counters_are_exposed_on_a_registry_when_asked() -> None:
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    fake = FakeProducer(
+        fail=lambda sent: FakeError("_MSG_TIMED_OUT") if b"doomed" in (sent.value or b"") else None
+    )
+    client, _ = _client(fake, metrics_registry=registry)
+    client.submit("hello", voice="preset:en-us")
+    client.submit("doomed", voice="preset:en-us")
+    with pytest.raises(InvalidRequest):
+        client.submit("too fast", voice="preset:en-us", speed=9.0)
+    with pytest.raises(DeliveryFailed):
+        client.flush()
+    topic = client.topic_for()
+
+    def value(name: str, **labels: str) -> float:
+        found = registry.get_sample_value(name, labels)
+        return 0.0 if found is None else found
+
+    assert value("tts_producer_requests_submitted_total", topic=topic) == 2
+    assert value("tts_producer_requests_delivered_total", topic=topic) == 1
+    assert value("tts_producer_delivery_failures_total", topic=topic, error="_MSG_TIMED_OUT") == 1
+    assert value("tts_producer_invalid_requests_total", field="speed") == 1
+
+
+def test_no_registry_no_counters() -> None:
+    client, _ = _client()
+    assert client._metrics is None
