@@ -84,38 +84,6 @@ def test_short_chaos_kills_and_outages_lose_nothing(
     assert all(f.caught_up_after_s is not None for f in report.faults)
 
 
-@pytest.mark.slow
-def test_broker_restart_never_wedges_a_worker(
-    healthy_stack: PrivateStack,
-    private_lanes: Callable[..., Lanes],
-    private_s3: Any,
-    tmp_path: Path,
-    report_dir: Path,
-) -> None:
-    """librdkafka can block in send_offsets_to_transaction past its timeout when the group
-    coordinator goes away (librdkafka issues 5456, 5511). A worker must not sit wedged until its
-    liveness probe gives up on it: it ends itself (exit 1) and its restart fences the open
-    transaction."""
-
-    def faults(s: Scenario) -> None:
-        s.run_for(8)
-        s.restart("kafka")
-        s.run_for(12)
-
-    report, _ = _run(
-        ScenarioConfig("broker-restart", workers=2, partitions=6, rate_per_s=10),
-        healthy_stack,
-        private_lanes,
-        private_s3,
-        tmp_path,
-        report_dir,
-        faults,
-        allowed_exit_codes=frozenset({1}),
-    )
-    (restart,) = report.faults
-    assert restart.caught_up_after_s is not None and restart.caught_up_after_s < 60
-
-
 # ------------------------------------------------------------------------ the full run (make chaos)
 
 
@@ -152,17 +120,16 @@ def test_repeated_sigkills_lose_nothing(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("service", ["redis", "s3"])
-@pytest.mark.parametrize("guarantee", ["exactly_once", "at_least_once"])
 def test_a_30_second_outage_pauses_and_loses_nothing(
     service: str,
-    guarantee: str,
     healthy_stack: PrivateStack,
     private_lanes: Callable[..., Lanes],
     private_s3: Any,
     tmp_path: Path,
     report_dir: Path,
 ) -> None:
-    """Redis or S3 stopped for 30 s under 15 requests/s: no failure, no exit, no loss."""
+    """Redis or S3 stopped for 30 s under 15 requests/s: no failure, no exit, no loss. (Under
+    at_least_once the outages take the same path; the guarantee only changes publishing.)"""
 
     def faults(s: Scenario) -> None:
         s.run_for(10)
@@ -170,7 +137,7 @@ def test_a_30_second_outage_pauses_and_loses_nothing(
         s.run_for(15)
 
     report, _ = _run(
-        ScenarioConfig(f"{service}-30s-{guarantee}", guarantee=guarantee),
+        ScenarioConfig(f"{service}-30s"),
         healthy_stack,
         private_lanes,
         private_s3,
