@@ -94,7 +94,10 @@ def collect(topic: str, expected: int, timeout_s: float) -> list[Arrival]:
     deadline = time.monotonic() + timeout_s
     try:
         while len(seen) < expected and time.monotonic() < deadline:
-            for message in consumer.consume(1000, 0.2):
+            # consume(n, t) waits for n messages or t: stamp arrivals at once instead.
+            first = consumer.poll(0.2)
+            batch = [] if first is None else [first, *consumer.consume(1000, 0)]
+            for message in batch:
                 if message.error():
                     continue
                 result = codec.decode(message.value())

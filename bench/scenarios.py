@@ -217,6 +217,11 @@ def light_load_latency(n: int, rate_per_s: float = 10.0) -> dict[str, Any]:
         "end_to_end_p50_ms": percentile(end_to_end, 50),
         "end_to_end_p99_ms": percentile(end_to_end, 99),
         "engine_ms_mean": sum(a.result.timings.synthesis_ms for a in arrivals) / n,
+        "queued_p50_ms": percentile([a.result.timings.queued_ms for a in arrivals], 50),
+        # Up to the answer being ready on the worker (before the commit that publishes it).
+        "until_answered_p50_ms": percentile(
+            [a.result.timings.total_ms - a.result.timings.synthesis_ms for a in arrivals], 50
+        ),
     }
 
 

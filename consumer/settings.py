@@ -212,7 +212,10 @@ class WorkerSettings(BaseSettings):
         default=None, ge=1, description="Cap on a batch's estimated cost (characters); unset: the engine's."
     )
     batch_max_wait_ms: int = Field(
-        default=20, ge=0, description="How long a partial batch waits for company."
+        default=2,
+        ge=0,
+        description="How long a partial batch waits for company when the engine is free (a full batch "
+        "goes at once; under load batches fill while the engine works).",
     )
     max_in_flight: int = Field(
         default=2000, ge=1, description="Messages taken and not yet committed before partitions are paused."

@@ -93,7 +93,8 @@ class WorkerLoop:
         log.info("worker loop started", extra={"topics": list(self._config.lanes)})
         while not self._stop.is_set():
             busy = self._tracker.in_flight > 0
-            messages = self._consumer.consume(self._config.poll_batch_size, 0.01 if busy else 0.1)
+            # While work is in flight, wake often: a finished answer waits for this loop to publish it.
+            messages = self._consumer.consume(self._config.poll_batch_size, 0.002 if busy else 0.1)
             if messages:
                 self._last_activity = time.monotonic()
                 self._take(messages)
