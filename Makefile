@@ -56,7 +56,7 @@ e2e: up browser  ## worker processes and the CLI as a user runs them
 	$(PYTEST) tests/e2e -q
 
 .PHONY: chaos fuzz
-chaos: install  ## every chaos scenario on a private stack: kills, outages, broker restarts (~15 min)
+chaos: install  ## every chaos scenario on a private stack: kills, outages, broker restarts (~15-20 min)
 	TTS_CHAOS_REPORT_DIR=$${TTS_CHAOS_REPORT_DIR:-.infra/chaos-reports} $(PYTEST) tests/chaos -q -s -p no:cacheprovider
 fuzz: install  ## deeper fuzzing: hypothesis with many examples, then atheris for FUZZ_SECONDS (60)
 	TTS_FUZZ_EXAMPLES=$${TTS_FUZZ_EXAMPLES:-5000} $(PYTEST) tests/fuzz -q -p no:cacheprovider
