@@ -29,13 +29,17 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Cached result → return it. Free (or expired) lease → take it. Our own lease → refresh it
-# (a retry after a timeout). Someone else's → report how long it has left.
+# (a retry after a timeout). A lease of an earlier incarnation of our own instance (owner
+# "<instance>|<incarnation>") → take it: that incarnation is dead, since an instance id is live in
+# one process at a time, and waiting out its lease would only delay a restarted worker.
+# Someone else's → report how long it has left.
 _CLAIM = """
 local cached = redis.call('GET', KEYS[1])
 if cached then return {'hit', cached} end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'acquired', ''} end
-if redis.call('GET', KEYS[2]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+local holder = redis.call('GET', KEYS[2])
+if holder == ARGV[1] or (holder and string.sub(holder, 1, #ARGV[3]) == ARGV[3]) then
+  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
   return {'acquired', ''}
 end
 return {'held', tostring(redis.call('PTTL', KEYS[2]))}
@@ -110,11 +114,16 @@ class RedisStore:
 
     def claim(self, keys: Sequence[str], owner: str, lease_ttl_ms: int) -> dict[str, Claim]:
         hits, misses = self._unsent_hits, self._unsent_misses
+        instance_prefix = owner.split("|", 1)[0] + "|"
 
         def run() -> list[Any]:
             pipe = self._redis.pipeline(transaction=False)
             for key in keys:
-                self._claim(keys=[result_key(key), lease_key(key)], args=[owner, lease_ttl_ms], client=pipe)
+                self._claim(
+                    keys=[result_key(key), lease_key(key)],
+                    args=[owner, lease_ttl_ms, instance_prefix],
+                    client=pipe,
+                )
             if hits or misses:  # the counters ride along: no round trip of their own
                 pipe.incrby(CACHE_HITS_KEY, hits)
                 pipe.incrby(CACHE_MISSES_KEY, misses)

@@ -59,8 +59,9 @@ class StageContext:
     fatal: FatalError | None = None
 
     def __post_init__(self) -> None:
-        # A restarted instance is a new lease owner: its predecessor's leases are not its own.
-        self.owner = f"{self.config.instance_id}:{time.time_ns()}"
+        # "<instance>|<incarnation>": a restarted instance is a new owner, and takes over the leases
+        # its dead predecessor left at once (see the claim script) instead of waiting them out.
+        self.owner = f"{self.config.instance_id}|{time.time_ns()}"
 
     def sleep(self, seconds: float) -> bool:
         """Wait up to `seconds`; True when the pipeline is stopping."""
