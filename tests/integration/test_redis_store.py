@@ -18,7 +18,9 @@ def store(stack: StackAddresses, redis_client: Any) -> RedisStore:
 
 
 def _audio() -> CachedAudio:
-    return CachedAudio("s3://b/k.wav", "audio/wav", 10, 1.5, 22050, "ab" * 32, 1, "espeak", "m1", "preset:en-us")
+    return CachedAudio(
+        "s3://b/k.wav", "audio/wav", 10, 1.5, 22050, "ab" * 32, 1, "espeak", "m1", "preset:en-us"
+    )
 
 
 def test_one_owner_at_a_time_and_the_result_for_everyone_after(store: RedisStore) -> None:
@@ -35,7 +37,9 @@ def test_one_owner_at_a_time_and_the_result_for_everyone_after(store: RedisStore
 def test_a_restarted_instance_takes_over_its_dead_predecessors_leases(store: RedisStore) -> None:
     key = uuid.uuid4().hex
     assert isinstance(store.claim([key], "w1|100", 30_000)[key], Acquired)
-    assert isinstance(store.claim([key], "w10|5", 30_000)[key], HeldElsewhere), "a prefix of another id is not ours"
+    assert isinstance(store.claim([key], "w10|5", 30_000)[key], HeldElsewhere), (
+        "a prefix of another id is not ours"
+    )
     assert isinstance(store.claim([key], "w1|200", 30_000)[key], Acquired), "no 30 s wait after a restart"
     assert store.renew([key], "w1|100", 30_000) == set(), "the dead incarnation no longer holds it"
     assert store.renew([key], "w1|200", 30_000) == {key}
