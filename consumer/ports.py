@@ -23,6 +23,14 @@ class ObjectInfo:
     size_bytes: int
 
 
+@dataclass(frozen=True, slots=True)
+class PutObject:
+    key: str
+    data: bytes
+    content_type: str
+    metadata: Mapping[str, str]
+
+
 class ObjectStore(Protocol):
     """S3-compatible storage. Raises StorageUnavailable (retryable) or ObjectNotFound."""
 
@@ -35,6 +43,10 @@ class ObjectStore(Protocol):
         content_type: str,
         metadata: Mapping[str, str] | None = None,
     ) -> None: ...
+
+    def put_many(self, bucket: str, objects: Sequence[PutObject]) -> list[Exception | None]:
+        """Upload concurrently; per object, None or the error (already one of ours). Never raises
+        for a single object, so one failure does not hide the others' success."""
 
     def get(self, bucket: str, key: str, *, max_bytes: int | None = None) -> bytes:
         """Raises ObjectTooLarge when the object exceeds max_bytes (checked before download)."""
@@ -103,6 +115,9 @@ class DedupStore(Protocol):
 
     def release(self, keys: Sequence[str], owner: str) -> None:
         """Drop our leases without a result (abandoned work): waiters take over at once."""
+
+    def complete_many(self, entries: Sequence[tuple[str, CachedAudio]], owner: str, cache_ttl_s: int) -> None:
+        """`complete` for many keys in one round trip."""
 
     def count_lookups(self, hits: int, misses: int) -> None:
         """Add to the cluster-wide hit/miss counters (written with the next round trip)."""

@@ -154,11 +154,20 @@ class RedisStore:
         return {key for key, kept in zip(keys, replies, strict=True) if kept}
 
     def complete(self, key: str, audio: CachedAudio, owner: str, cache_ttl_s: int) -> None:
-        value = json.dumps(asdict(audio), separators=(",", ":"))
-        self._call(
-            "complete",
-            lambda: self._complete(keys=[result_key(key), lease_key(key)], args=[value, cache_ttl_s, owner]),
-        )
+        self.complete_many([(key, audio)], owner, cache_ttl_s)
+
+    def complete_many(self, entries: Sequence[tuple[str, CachedAudio]], owner: str, cache_ttl_s: int) -> None:
+        def run() -> None:
+            pipe = self._redis.pipeline(transaction=False)
+            for key, audio in entries:
+                value = json.dumps(asdict(audio), separators=(",", ":"))
+                self._complete(
+                    keys=[result_key(key), lease_key(key)], args=[value, cache_ttl_s, owner], client=pipe
+                )
+            pipe.execute()
+
+        if entries:
+            self._call("complete", run)
 
     def release(self, keys: Sequence[str], owner: str) -> None:
         def run() -> None:

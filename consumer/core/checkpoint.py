@@ -113,10 +113,10 @@ class Checkpointer:
         label = outcome_label(job)
         self._trace(job, label)
         log.debug("answered", extra={**job.log_context(), "outcome": label})
-        self._metrics.requests.labels(lane=job.lane.value, outcome=label).inc()
+        self._metrics.requests_by[job.lane.value, label].inc()
         if job.request is not None and isinstance(job.outcome, Answer):
             seconds = max(0.0, time.time() - job.request.created_at_ms / 1000.0)
-            self._metrics.end_to_end.labels(lane=job.lane.value).observe(seconds)
+            self._metrics.end_to_end_by[job.lane.value].observe(seconds)
         if isinstance(job.outcome, DeadLetter):
             self._metrics.dlq.labels(reason=job.outcome.reason).inc()
         if not self.transactional:
@@ -137,6 +137,11 @@ class Checkpointer:
         job.span.end(label, attributes)
 
     def record_for(self, job: Job) -> OutboundRecord:
+        if job.record is None:
+            job.record = self._record(job)
+        return job.record
+
+    def _record(self, job: Job) -> OutboundRecord:
         outcome = job.outcome
         if isinstance(outcome, Answer):
             result = outcome.result
@@ -221,8 +226,7 @@ class Checkpointer:
         entries = []
         for job in jobs:
             if isinstance(job.outcome, Answer):
-                result = job.outcome.result
-                entries.append((result.request_id, self._encode_result(result, job.outcome.topic)))
+                entries.append((job.outcome.result.request_id, self.record_for(job).value))
         if not entries:
             return
         try:

@@ -136,7 +136,7 @@ class Dispatcher:
             claims = ctx.dedup.claim([f.key for f in flights], ctx.owner, ctx.config.lease_ttl_ms)
         except CacheUnavailable as exc:
             ctx.metrics.dependency_errors.labels(dependency="redis").inc()
-            ctx.metrics.cache_lookups.labels(result="error").inc(len(flights))
+            ctx.metrics.lookups_by["error"].inc(len(flights))
             if ctx.config.cache_failure_policy is CacheFailurePolicy.WAIT:
                 log.warning("redis unavailable, waiting to claim %d keys: %s", len(flights), exc)
                 ctx.sleep(1.0)
@@ -154,10 +154,10 @@ class Dispatcher:
         for flight in flights:
             claim = claims[flight.key]
             if isinstance(claim, Hit):
-                ctx.metrics.cache_lookups.labels(result="hit").inc()
+                ctx.metrics.lookups_by["hit"].inc()
                 self._complete_from_cache(flight, claim.audio, on_board=False)
                 continue
-            ctx.metrics.cache_lookups.labels(result="miss").inc()
+            ctx.metrics.lookups_by["miss"].inc()
             if isinstance(claim, Acquired):
                 flight.leased = True
                 ctx.board.add(flight)

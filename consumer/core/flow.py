@@ -91,8 +91,9 @@ class FlowController:
             self._consumer.pause(to_pause)
         if to_resume:
             self._consumer.resume(to_resume)
-        self._paused = desired & set(self._assigned)
-        for lane in Lane:
-            self._metrics.paused_partitions.labels(lane=lane.value).set(
-                sum(1 for tp in self._paused if self._assigned.get(tp) is lane)
-            )
+        if to_pause or to_resume:
+            self._paused = desired & set(self._assigned)
+            for lane in Lane:
+                self._metrics.paused_by[lane.value].set(
+                    sum(1 for tp in self._paused if self._assigned.get(tp) is lane)
+                )

@@ -131,7 +131,7 @@ class WorkerLoop:
             self._in_flight[lane] += 1
             if job.request is not None:
                 queued_s = max(0.0, (job.taken_at_ms - job.request.created_at_ms) / 1000.0)
-                self._metrics.queue_time.labels(lane=lane.value).observe(queued_s)
+                self._metrics.queue_time_by[lane.value].observe(queued_s)
             if job.outcome is not None:
                 self._checkpointer.settle(job)
             else:
@@ -182,7 +182,7 @@ class WorkerLoop:
             for lane in Lane:
                 lags = self._consumer.lag(self._flow.assigned(lane))
                 total = sum(lags.values())
-                self._metrics.consumer_lag.labels(lane=lane.value).set(total)
+                self._metrics.lag_by[lane.value].set(total)
                 if lane is Lane.INTERACTIVE:
                     self._interactive_lag = total
         backlog = (

@@ -97,6 +97,8 @@ class Job:
     settled: bool = False
     # The partition was revoked before the job finished; its answer must not be published.
     abandoned: bool = False
+    # The answer as produced (encoded once: the result index reuses the same bytes).
+    record: OutboundRecord | None = None
 
     @property
     def tp(self) -> TopicPartition:

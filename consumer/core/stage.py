@@ -38,7 +38,6 @@ class PipelineConfig:
     engine_max_retries: int
     engine_retry_backoff_s: float
     poison_max_attempts: int
-    store_threads: int = 8
     finish_threads: int = 2
     wait_poll_s: float = 0.05
 

@@ -4,10 +4,10 @@ and can be told to be down."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 from consumer.errors import ObjectNotFound, ObjectTooLarge, StorageUnavailable
-from consumer.ports import ObjectInfo
+from consumer.ports import ObjectInfo, PutObject
 
 
 class MemoryObjectStore:
@@ -31,6 +31,16 @@ class MemoryObjectStore:
     ) -> None:
         self._check()
         self.objects[(bucket, key)] = (bytes(data), content_type, dict(metadata or {}))
+
+    def put_many(self, bucket: str, objects: Sequence[PutObject]) -> list[Exception | None]:
+        errors: list[Exception | None] = []
+        for item in objects:
+            try:
+                self.put(bucket, item.key, item.data, content_type=item.content_type, metadata=item.metadata)
+                errors.append(None)
+            except StorageUnavailable as exc:
+                errors.append(exc)
+        return errors
 
     def get(self, bucket: str, key: str, *, max_bytes: int | None = None) -> bytes:
         self._check()
