@@ -94,7 +94,7 @@ def hit_storm(n: int) -> dict[str, Any]:
     if not all(a.result.cache_hit for a in arrivals):
         raise AssertionError("a hit-storm request missed the cache")
     worker_rps = rate_from_completion(arrivals)
-    base_n = max(100, n // 10)
+    base_n = max(50, n // 10)
     with private_lanes() as lanes:
         preload(lanes.requests, make_requests(texts[:base_n]))
         baseline_rps = _baseline_consumer(lanes.requests, lanes.results, base_n, SMALL)
@@ -143,7 +143,7 @@ def miss_path(n: int) -> dict[str, Any]:
         worker.stop()
     _assert_all_succeeded(arrivals, n)
     worker_rps = rate_from_completion(arrivals)
-    base_n = max(100, n // 10)
+    base_n = max(50, n // 10)
     with private_lanes() as lanes:
         preload(lanes.requests, make_requests(_texts(base_n, tag + "a")))
         naive_rps = _baseline_consumer(lanes.requests, lanes.results, base_n, SMALL)
@@ -157,8 +157,13 @@ def miss_path(n: int) -> dict[str, Any]:
     }
 
 
-def duty_cycle(n: int, latency_ms: int = 50, batch: int = 32) -> dict[str, Any]:
-    """A GPU-like engine (fixed time per batch) under a deep backlog: is it ever idle?"""
+def duty_cycle(n: int, latency_ms: int = 200, batch: int = 32) -> dict[str, Any]:
+    """A GPU-like engine (fixed time per batch) under a deep backlog: is it ever idle?
+
+    200 ms per batch of 32 (160 requests/s) keeps the engine the slowest stage, as a real GPU
+    model is: the question is whether everything around it keeps it fed. (With an engine faster
+    than the rest of the pipeline the engine must wait; the miss-path scenario measures that
+    ceiling.)"""
     tag = run_id()
     env = {**NULL, "TTS_NULL_LATENCY_MS": str(latency_ms), "TTS_MAX_BATCH_ITEMS": str(batch)}
     with private_lanes() as lanes:
@@ -310,8 +315,9 @@ def soak(n: int, sample_s: float = 2.0) -> dict[str, Any]:
     }
 
 
-def scaling(n: int, latency_ms: int = 40) -> dict[str, Any]:
-    """One vs two worker processes, each with its own GPU-like engine."""
+def scaling(n: int, latency_ms: int = 200) -> dict[str, Any]:
+    """One vs two worker processes, each with its own GPU-like engine (200 ms per batch of 16:
+    80 requests/s each, so the engines, not this machine's shared CPUs, are the limit)."""
     rates = {}
     for count in (1, 2):
         tag = run_id()
@@ -330,12 +336,12 @@ def scaling(n: int, latency_ms: int = 40) -> dict[str, Any]:
 
 SCENARIOS: dict[str, tuple[Scenario, int, int]] = {
     # name: (function, full-size n, smoke n)
-    "hit_storm": (hit_storm, 5000, 300),
-    "miss_path": (miss_path, 5000, 300),
-    "duty_cycle": (duty_cycle, 4000, 300),
+    "hit_storm": (hit_storm, 5000, 200),
+    "miss_path": (miss_path, 5000, 200),
+    "duty_cycle": (duty_cycle, 2000, 200),
     "light_load_latency": (light_load_latency, 300, 30),
-    "dedup": (dedup, 2000, 200),
-    "espeak": (espeak, 600, 40),
-    "soak": (soak, 100_000, 2000),
-    "scaling": (scaling, 3000, 300),
+    "dedup": (dedup, 2000, 100),
+    "espeak": (espeak, 600, 30),
+    "soak": (soak, 100_000, 1000),
+    "scaling": (scaling, 1500, 160),
 }

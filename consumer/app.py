@@ -265,6 +265,8 @@ class WorkerApp:
                 base,
                 group_id=s.group_id,
                 instance_id=s.instance_id if s.static_membership else None,
+                group_protocol=s.group_protocol.value,
+                remote_assignor=s.group_remote_assignor,
                 session_timeout_ms=s.session_timeout_ms,
                 max_poll_interval_ms=s.max_poll_interval_ms,
             )

@@ -25,6 +25,11 @@ class Guarantee(enum.StrEnum):
     AT_LEAST_ONCE = "at_least_once"
 
 
+class GroupProtocol(enum.StrEnum):
+    CONSUMER = "consumer"  # KIP-848: the broker assigns, incrementally (Kafka 4)
+    CLASSIC = "classic"  # client-side cooperative-sticky assignment (older brokers)
+
+
 class CacheFailurePolicy(enum.StrEnum):
     FAIL_OPEN = "fail_open"  # Redis down: synthesise anyway (duplicates possible), count and log it
     WAIT = "wait"  # Redis down: pause and retry until it is back
@@ -77,10 +82,20 @@ class WorkerSettings(BaseSettings):
         description="exactly_once: results and offsets in one transaction; "
         "at_least_once: cheaper, may repeat.",
     )
+    group_protocol: GroupProtocol = Field(
+        default=GroupProtocol.CONSUMER,
+        description="consumer: the broker assigns partitions (KIP-848, incremental, per-lane balance with "
+        "the range assignor); classic: cooperative-sticky on the client, for brokers before 4.0.",
+    )
+    group_remote_assignor: str = Field(
+        default="range",
+        description="Broker-side assignor under the consumer protocol; range balances each lane on its own.",
+    )
     session_timeout_ms: int = Field(
         default=45_000,
         ge=1_000,
-        description="How long the group waits for a silent member before reassigning.",
+        description="How long the group waits for a silent member (classic protocol only; under the "
+        "consumer protocol the broker's group.consumer.session.timeout.ms decides).",
     )
     max_poll_interval_ms: int = Field(
         default=300_000, ge=10_000, description="librdkafka's poll watchdog; never measures model time here."

@@ -7,6 +7,7 @@ FatalError (the process exits so the pod restarts and alerts fire).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -35,23 +36,33 @@ def consumer_config(
     *,
     group_id: str,
     instance_id: str | None,
+    group_protocol: str,
+    remote_assignor: str,
     session_timeout_ms: int,
     max_poll_interval_ms: int,
 ) -> dict[str, Any]:
     config = {
         **base,
         "group.id": group_id,
-        "partition.assignment.strategy": "cooperative-sticky",
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         # A request produced before the group first committed is still answered.
         "auto.offset.reset": "earliest",
         # Requests produced in an aborted transaction (a crashed backfill chunk) are never seen.
         "isolation.level": "read_committed",
-        "session.timeout.ms": session_timeout_ms,
         "max.poll.interval.ms": max_poll_interval_ms,
         "logger": librdkafka_log,
     }
+    if group_protocol == "consumer":
+        # KIP-848: the broker assigns incrementally (no stop-the-world rebalance), and its range
+        # assignor balances each topic on its own, so every worker gets its share of the
+        # interactive lane. (Client-side cooperative-sticky balances the total across both lanes
+        # and can give one worker all interactive partitions and another all bulk ones.)
+        config["group.protocol"] = "consumer"
+        config["group.remote.assignor"] = remote_assignor
+    else:
+        config["partition.assignment.strategy"] = "cooperative-sticky"
+        config["session.timeout.ms"] = session_timeout_ms
     if instance_id is not None:
         # Static membership: a restarted pod with the same name gets its partitions back
         # without a group-wide rebalance (rolling restarts don't stampede).
@@ -84,9 +95,17 @@ def _from_kafka(tps: Sequence[KafkaTopicPartition]) -> list[TopicPartition]:
     return [TopicPartition(tp.topic, tp.partition) for tp in tps]
 
 
+REJOIN_AFTER_S = 2.0
+
+
 class KafkaConsumerAdapter:
     def __init__(self, config: Mapping[str, Any]) -> None:
-        self._consumer = Consumer(dict(config))
+        self._config = dict(config)
+        self._consumer = Consumer(self._config)
+        self._subscription: (
+            tuple[list[str], AssignmentCallback, AssignmentCallback, AssignmentCallback] | None
+        ) = None
+        self._rejoin_at: float | None = None
 
     def subscribe(
         self,
@@ -95,13 +114,30 @@ class KafkaConsumerAdapter:
         on_revoke: AssignmentCallback,
         on_lost: AssignmentCallback,
     ) -> None:
+        self._subscription = (list(topics), on_assign, on_revoke, on_lost)
+        self._subscribe()
+
+    def _subscribe(self) -> None:
+        assert self._subscription is not None
+        topics, on_assign, on_revoke, on_lost = self._subscription
         # confluent-kafka applies the (incremental) assignment itself after each callback.
         self._consumer.subscribe(
-            list(topics),
+            topics,
             on_assign=lambda _c, tps: on_assign(_from_kafka(tps)),
             on_revoke=lambda _c, tps: on_revoke(_from_kafka(tps)),
             on_lost=lambda _c, tps: on_lost(_from_kafka(tps)),
         )
+
+    def _instance_id_in_use(self) -> None:
+        """Under the consumer group protocol a static member that died without leaving keeps
+        its instance id until its session expires, and a restart under the same id is refused
+        (a fatal error for that client). Not a reason to exit: wait, then join again with a
+        new client. The previous incarnation owned nothing we hold, so there is no state to
+        clean up; its partitions come to us when the broker expires it."""
+        log.warning("our instance id is still held by our previous incarnation; joining again shortly")
+        with contextlib.suppress(KafkaException, RuntimeError):
+            self._consumer.close()
+        self._rejoin_at = time.monotonic() + REJOIN_AFTER_S
 
     def consume(self, max_messages: int, timeout_s: float) -> list[InboundMessage]:
         """Up to `max_messages`, returning as soon as any are there.
@@ -110,6 +146,13 @@ class KafkaConsumerAdapter:
         load adds the full timeout to every request's latency. So: take what is queued without
         waiting; if nothing is, wait for the first message only, then take what came with it.
         """
+        if self._rejoin_at is not None:
+            if time.monotonic() < self._rejoin_at:
+                time.sleep(min(timeout_s, self._rejoin_at - time.monotonic()))
+                return []
+            self._rejoin_at = None
+            self._consumer = Consumer(self._config)
+            self._subscribe()
         try:
             messages = self._consumer.consume(max_messages, 0)
             if not messages:
@@ -122,6 +165,12 @@ class KafkaConsumerAdapter:
         for message in messages:
             error = message.error()
             if error is not None:
+                if (
+                    "instance ID is still used" in error.str()
+                    or error.code() == KafkaError.UNRELEASED_INSTANCE_ID
+                ):
+                    self._instance_id_in_use()
+                    return []
                 self._on_error(error)
                 continue
             out.append(_inbound(message))
@@ -130,21 +179,25 @@ class KafkaConsumerAdapter:
     def _on_error(self, error: KafkaError) -> None:
         if error.code() == KafkaError._PARTITION_EOF:
             return
-        if error.fatal():
+        if error.fatal() or error.code() == KafkaError._FATAL:
             raise FatalError(f"kafka consumer: {error.str()}")
         # Transient broker/network trouble: librdkafka recovers by itself; say so once.
         log.warning("kafka consumer error: %s", error.str())
 
     def pause(self, tps: Sequence[TopicPartition]) -> None:
-        self._consumer.pause(_to_kafka(tps))
+        if self._rejoin_at is None:
+            self._consumer.pause(_to_kafka(tps))
 
     def resume(self, tps: Sequence[TopicPartition]) -> None:
-        self._consumer.resume(_to_kafka(tps))
+        if self._rejoin_at is None:
+            self._consumer.resume(_to_kafka(tps))
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self._consumer.seek(KafkaTopicPartition(tp.topic, tp.partition, offset))
 
     def positions(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        if self._rejoin_at is not None:
+            return {}
         return {
             TopicPartition(p.topic, p.partition): p.offset
             for p in self._consumer.position(_to_kafka(tps))
@@ -152,7 +205,7 @@ class KafkaConsumerAdapter:
         }
 
     def lag(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
-        if not tps:
+        if not tps or self._rejoin_at is not None:
             return {}
         out: dict[TopicPartition, int] = {}
         positions = self._consumer.position(_to_kafka(tps))
@@ -179,7 +232,8 @@ class KafkaConsumerAdapter:
         return self._consumer.consumer_group_metadata()
 
     def close(self) -> None:
-        self._consumer.close()
+        if self._rejoin_at is None:
+            self._consumer.close()
 
 
 def _inbound(message: Message) -> InboundMessage:

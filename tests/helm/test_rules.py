@@ -203,7 +203,13 @@ def test_the_group_follows_the_single_value() -> None:
 def test_keda_triggers_match_the_worker_and_the_broker(scenario: str) -> None:
     so = render_scenario(scenario).one("ScaledObject")
     worker_reset = consumer_config(
-        {}, group_id="g", instance_id="i", session_timeout_ms=1, max_poll_interval_ms=1
+        {},
+        group_id="g",
+        instance_id="i",
+        group_protocol="consumer",
+        remote_assignor="range",
+        session_timeout_ms=1,
+        max_poll_interval_ms=1,
     )["auto.offset.reset"]
     for trigger in so["spec"]["triggers"]:
         meta = trigger["metadata"]
