@@ -248,6 +248,8 @@ def dedup(n: int, workers: int = 3) -> dict[str, Any]:
         for w in procs:
             w.stop()
     _assert_all_succeeded(arrivals, len(requests))
+    if syntheses != unique:
+        raise AssertionError(f"bookkeeping: {syntheses:.0f} syntheses for {unique} unique requests")
     return {
         "requests": len(requests),
         "unique": unique,
