@@ -222,7 +222,10 @@ class Dispatcher:
         except CacheUnavailable:
             ctx.metrics.dependency_errors.labels(dependency="redis").inc()
             return
-        lost = len(keys) - len(kept)
+        # A flight the store stage finished while this renewal was on its way gave its lease up
+        # with its result (the completion deletes it): not a loss. Only keys still held count.
+        still_held = set(ctx.board.held_keys())
+        lost = sum(1 for key in keys if key not in kept and key in still_held)
         if lost:
             # Someone took a lease we were too slow to renew; both may synthesise, which is
             # harmless (content-addressed objects), only wasteful.

@@ -9,6 +9,7 @@ in-flight budget fills and it pauses partitions — no request fails because a d
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -33,10 +34,25 @@ class StoreStage:
         self._store = store
         # Two batches in parallel: one being encoded while another waits on storage.
         self._pool = ThreadPoolExecutor(ctx.config.finish_threads, thread_name_prefix="store")
+        # Back-pressure on the engine: a batch waiting here holds its raw audio. When storage is
+        # slower than the engine, at most this many batches wait (being stored or queued), not
+        # every batch the in-flight budget lets in: the soak's null engine, faster than S3, held
+        # 1.3 GB of audio without it. A GPU slower than storage never waits on this.
+        self._slots = threading.Semaphore(2 * ctx.config.finish_threads)
 
     def submit(self, produced: Produced, synthesis_ms: int) -> None:
-        """Called by the engine stage: the engine moves on to its next batch at once."""
-        self._pool.submit(self._ctx.guarded, self._store_batch, produced, synthesis_ms)
+        """Called by the engine stage: the engine moves on to its next batch at once, unless
+        storage is already that far behind (then it waits for a slot)."""
+        while not self._slots.acquire(timeout=0.1):
+            if self._ctx.stopping.is_set():
+                return  # shutting down: like a queued batch the pool cancels, it stays uncommitted
+        self._pool.submit(self._store_then_free_slot, produced, synthesis_ms)
+
+    def _store_then_free_slot(self, produced: Produced, synthesis_ms: int) -> None:
+        try:
+            self._ctx.guarded(self._store_batch, produced, synthesis_ms)
+        finally:
+            self._slots.release()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -147,6 +163,8 @@ class StoreStage:
             try:
                 ctx.dedup.complete_many([(f.key, c) for f, c in entries], ctx.owner, ctx.config.cache_ttl_s)
                 ctx.metrics.cache_latency.labels(operation="complete").observe(time.perf_counter() - started)
+                for flight, _ in entries:
+                    flight.leased = False  # the completion deleted the lease: nothing left to renew
                 return
             except CacheUnavailable as exc:
                 attempt += 1

@@ -7,9 +7,11 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pytest
 
 from consumer.core.checkpoint import Checkpointer, outcome_label
+from consumer.core.dispatch import Dispatcher
 from consumer.core.flights import Flight, FlightBoard, FlightState
 from consumer.core.flow import FlowController, FlowInputs
 from consumer.core.intake import DecodeRetryLater, Intake, IntakePolicy
@@ -24,12 +26,14 @@ from consumer.core.messages import (
 )
 from consumer.core.offsets import OffsetTracker
 from consumer.core.results import ResultFactory
+from consumer.core.stage import PipelineConfig, StageContext
+from consumer.core.storage import StoreStage
 from consumer.core.tracing import child_span, parse_traceparent
-from consumer.engine import BatchLimits, EngineCapabilities, SynthesisTask
+from consumer.engine import AudioBuffer, BatchLimits, EngineCapabilities, SynthesisTask
 from consumer.errors import BrokerUnavailable
 from consumer.metrics import Metrics
 from consumer.ports import FinishSpec
-from consumer.settings import Guarantee
+from consumer.settings import CacheFailurePolicy, Guarantee
 from schemas import dlq
 from schemas.codec import request_codec
 from schemas.errors import DecodeError, DecodeReason
@@ -455,3 +459,87 @@ def test_a_fully_finished_partition_commits_its_position_past_transaction_marker
     checkpoint.settle(second)
     checkpoint.commit(tracker)
     assert consumer.commits[-1] == {TP: 3}, "a complete prefix commits the position"
+
+
+# ----------------------------------------------------------------------------- lease renewal --
+
+
+class RenewingStore:
+    """Renews only the keys it is told are still ours; `during_renewal` runs inside the call,
+    the way the store stage's completion can land while a renewal is on its way."""
+
+    def __init__(self, kept: set[str], during_renewal: Any = None) -> None:
+        self.kept = kept
+        self.during_renewal = during_renewal
+
+    def renew(self, keys: Sequence[str], owner: str, lease_ttl_ms: int) -> set[str]:
+        if self.during_renewal:
+            self.during_renewal()
+        return {k for k in keys if k in self.kept}
+
+
+def _stage_context(store: Any) -> StageContext:
+    config = PipelineConfig(
+        instance_id="w",
+        model_version="m",
+        audio_bucket="b",
+        audio_prefix="p",
+        default_loudness_lufs=-16.0,
+        lease_ttl_ms=30_000,
+        cache_ttl_s=60,
+        cache_failure_policy=CacheFailurePolicy.WAIT,
+        batch_limits=BatchLimits(8, 1000),
+        batch_max_wait_s=0.0,
+        engine_max_retries=1,
+        engine_retry_backoff_s=0.0,
+        poison_max_attempts=2,
+    )
+    results = ResultFactory(engine="null", model_version="m", worker_id="w", results_topic="res")
+    return StageContext(config, store, results, Metrics())
+
+
+def _renewal(store: RenewingStore, *flights: Flight) -> None:
+    ctx = _stage_context(store)
+    for flight in flights:
+        flight.leased = True
+        ctx.board.add(flight)
+    Dispatcher(ctx, engine_name="null", voices=None, finisher=None)._renew_leases()  # type: ignore[arg-type]
+
+
+def test_a_lease_completed_during_its_renewal_is_not_reported_lost(caplog: pytest.LogCaptureFixture) -> None:
+    done, busy = _flight("done"), _flight("busy")
+
+    def store_stage_finishes_done() -> None:
+        done.leased = False  # what the store stage does once the result is cached
+
+    _renewal(RenewingStore({"busy"}, store_stage_finishes_done), done, busy)
+    assert "lost" not in caplog.text
+
+
+def test_a_lease_taken_by_someone_else_is_reported_lost(caplog: pytest.LogCaptureFixture) -> None:
+    _renewal(RenewingStore({"kept"}), _flight("kept"), _flight("taken"))
+    assert "lost 1 leases before finishing" in caplog.text
+
+
+# ----------------------------------------------------------------------------- store stage --
+
+
+def test_the_engine_waits_when_storage_falls_behind() -> None:
+    gate = threading.Event()
+
+    class SlowFinisher:
+        def finish(self, items: Any) -> None:
+            gate.wait(10)  # storage stalled; returning nothing ends the batch quietly
+
+    stage = StoreStage(_stage_context(None), engine_name="null", finisher=SlowFinisher(), store=None)  # type: ignore[arg-type]
+    produced = [(_flight("k"), AudioBuffer(np.zeros(16, dtype=np.float32), 22050))]
+    for _ in range(4):  # two batches being stored and two queued behind them: no wait
+        stage.submit(produced, 1)
+    fifth = threading.Thread(target=stage.submit, args=(produced, 1))
+    fifth.start()
+    fifth.join(0.5)
+    assert fifth.is_alive(), "a fifth batch must wait instead of piling its audio up"
+    gate.set()
+    fifth.join(5)
+    assert not fifth.is_alive(), "once storage catches up the engine goes on"
+    stage.close()
