@@ -174,3 +174,17 @@ def test_alert_reads_existing_series(rule: dict[str, Any]) -> None:
     assert rule["labels"]["severity"] in {"warning", "critical"}
     assert rule["labels"]["team"] == "speech"
     assert rule["annotations"]["runbook_url"].endswith("#" + rule["alert"].lower())
+
+
+# ------------------------------------------------------- the operator's guide -------------------
+
+
+def test_operations_guide_explains_every_metric_and_alert() -> None:
+    """docs/operations.md promises an explanation of every metric and alert: a new one must come
+    with its paragraph there."""
+    guide = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    metrics = Metrics()
+    families = sorted(c._name for c in vars(metrics).values() if isinstance(c, MetricWrapperBase))
+    alerts = sorted(str(rule["alert"]) for rule in alert_rules())
+    assert families and alerts
+    assert [name for name in families + alerts if name not in guide] == []
