@@ -43,6 +43,11 @@ class KafkaUnavailable(ProducerError):
     """The brokers could not be reached, or a topic we need does not exist."""
 
 
+class KafkaRefused(KafkaUnavailable):
+    """A broker answered but refused this client: wrong credentials, an untrusted certificate.
+    Retrying does not help; the message carries librdkafka's reason (never the secret)."""
+
+
 class ProducerClosed(ProducerError):
     """The client was used after `close()`."""
 

@@ -18,7 +18,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from producer import ProducerSettings, ResultSubscriber, TtsProducer
-from producer.errors import KafkaUnavailable
+from producer.errors import KafkaRefused
 from producer.settings import LIBRDKAFKA_LOGGER
 from schemas.model import ResultStatus
 from schemas.topics import TopicNames
@@ -133,16 +133,15 @@ def test_a_refused_worker_stops_at_once_and_says_why(
 
 
 @pytest.mark.parametrize("fault", ["wrong-password", "untrusted-ca"])
-def test_the_producer_library_is_refused_and_logs_why(
+def test_the_producer_library_is_refused_and_says_why(
     fault: str,
     secure_kafka: SecureKafka,
     secure_lanes: Lanes,
     certs: Certificates,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The library refuses (KafkaUnavailable) and librdkafka's reason reaches the application's
-    log on the client's next poll. KafkaUnavailable itself only says "no Kafka broker answered"
-    (docs/security.md lists this as a gap: check_connection should name the reason)."""
+    """check_connection raises KafkaRefused with librdkafka's reason as soon as the broker
+    refuses (not "no broker answered" after its timeout), and the reason reaches the log too."""
     user = secure_kafka.producer
     wrong = "not-" + user.password
     settings = (
@@ -152,10 +151,11 @@ def test_the_producer_library_is_refused_and_logs_why(
     )
     with caplog.at_level(logging.ERROR, logger=LIBRDKAFKA_LOGGER):
         tts = TtsProducer(settings)
-        with pytest.raises(KafkaUnavailable) as refused:
-            tts.check_connection(timeout_s=5)
+        with pytest.raises(KafkaRefused) as refused:
+            tts.check_connection(timeout_s=30)
         tts.flush(2)  # serves librdkafka's queued log lines
     expected = "SASL authentication error" if fault == "wrong-password" else "certificate verify failed"
+    assert expected in str(refused.value), "the error names the reason"
     assert any(expected in r.getMessage() for r in caplog.records), "the reason reaches the application's log"
     shown = str(refused.value) + "".join(r.getMessage() for r in caplog.records)
     assert wrong not in shown and user.password not in shown
@@ -180,6 +180,7 @@ def test_the_cli_refuses_bad_credentials_without_echoing_them(
         check=False,
     )
     assert completed.returncode == 3, completed.stderr
+    assert "refused this client" in completed.stderr and "SASL authentication" in completed.stderr
     assert wrong not in completed.stdout + completed.stderr
 
 
