@@ -19,7 +19,6 @@ Guarantees and where errors surface:
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from types import TracebackType
@@ -40,6 +39,7 @@ from producer.settings import Lane, ProducerSettings
 from schemas.codec import AvroCodec, Framing, registry_client, request_codec
 from schemas.keys import routing_key
 from schemas.model import AudioFormat, SynthesisRequest, Voice
+from schemas.transport import RefusalWatch, await_brokers
 from schemas.validation import RequestLimits
 
 if TYPE_CHECKING:
@@ -97,9 +97,8 @@ class TtsProducer:
         self._limits = settings.limits
         self._codec = codec or _make_codec(settings, self._framing)
         producer_config = {**settings.producer_config(), **dict(config or {})}
-        self._refused: str | None = None
-        self._caller_error_cb = producer_config.get("error_cb")
-        producer_config["error_cb"] = self._on_error
+        self._refusal = RefusalWatch(also=producer_config.get("error_cb"))
+        producer_config["error_cb"] = self._refusal
         self._producer: KafkaProducerPort = (producer_factory or default_producer)(producer_config)
         self._failures: list[DeliveryFailure] = []
         self._since_poll = 0
@@ -267,41 +266,16 @@ class TtsProducer:
         """Raise `KafkaUnavailable` unless the brokers answer and the lane topics exist, and
         `KafkaRefused` (a subclass) at once when a broker refuses our credentials or certificate."""
         wanted = [self.topic_for(lane) for lane in lanes] or [self.topic_for()]
-        deadline = time.monotonic() + timeout_s
-        while True:
-            # A refusal arrives as an error event, served by poll(); metadata requests alone
-            # would only time out, and the reason would reach nobody.
-            self._producer.poll(0.1)
-            self._raise_if_refused()
-            try:
-                metadata = self._producer.list_topics(timeout=max(0.1, min(1.0, deadline - time.monotonic())))
-                break
-            except Exception as exc:  # KafkaException: transport failure, no broker answered
-                if time.monotonic() >= deadline:
-                    self._producer.poll(0.1)
-                    self._raise_if_refused()
-                    raise KafkaUnavailable(
-                        f"no Kafka broker answered at {self.settings.kafka.bootstrap_servers} ({exc})"
-                    ) from exc
+        brokers = self.settings.kafka.bootstrap_servers
+        metadata = await_brokers(self._producer, self._refusal, timeout_s)
+        if self._refusal.reason is not None:
+            raise KafkaRefused(f"Kafka at {brokers} refused this client: {self._refusal.reason}")
+        if metadata is None:
+            raise KafkaUnavailable(f"no Kafka broker answered at {brokers} within {timeout_s:g} s")
         missing = [topic for topic in wanted if topic not in metadata.topics]
         if missing:
             raise KafkaUnavailable(
                 f"topic(s) {', '.join(missing)} do not exist: create them with `tts-stream topics ensure`"
-            )
-
-    def _on_error(self, error: Any) -> None:
-        """librdkafka's error events (served by poll): remember a refusal for check_connection."""
-        from confluent_kafka import KafkaError  # imported late, like the client itself (ports.py)
-
-        if error.code() in (KafkaError._AUTHENTICATION, KafkaError._SSL) and self._refused is None:
-            self._refused = str(error.str())
-        if self._caller_error_cb is not None:
-            self._caller_error_cb(error)
-
-    def _raise_if_refused(self) -> None:
-        if self._refused is not None:
-            raise KafkaRefused(
-                f"Kafka at {self.settings.kafka.bootstrap_servers} refused this client: {self._refused}"
             )
 
     # ------------------------------------------------------------------------------ lifecycle

@@ -6,6 +6,8 @@ revealed only when the librdkafka configuration is built.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
@@ -91,3 +93,39 @@ class KafkaConnection(BaseModel):
             )
         config.update(self.extra)
         return config
+
+
+class RefusalWatch:
+    """A librdkafka `error_cb` that remembers the first error meaning the brokers refuse this
+    client (wrong credentials, an untrusted certificate), which waiting does not fix, and
+    hands every error on to `also`. Both the worker and the producer library listen with it."""
+
+    def __init__(self, also: Callable[[Any], None] | None = None) -> None:
+        self.reason: str | None = None
+        self._also = also
+
+    def __call__(self, error: Any) -> None:
+        from confluent_kafka import KafkaError  # only the Kafka clients need it
+
+        if self.reason is None and error.code() in (KafkaError._AUTHENTICATION, KafkaError._SSL):
+            self.reason = str(error.str())
+        if self._also is not None:
+            self._also(error)
+
+
+def await_brokers(client: Any, watch: RefusalWatch, timeout_s: float) -> Any | None:
+    """Serve `client`'s events and ask for metadata until a broker answers (its metadata is
+    returned), the brokers refuse the client (`watch.reason` is set; None), or `timeout_s`
+    passes (None). A refusal arrives only as an error event: without polling, a refused
+    client just times out and nobody learns why."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        client.poll(0.1)
+        if watch.reason is not None:
+            return None
+        try:
+            return client.list_topics(timeout=max(0.1, min(1.0, deadline - time.monotonic())))
+        except Exception:  # KafkaException: no broker answered within the slice
+            if time.monotonic() >= deadline:
+                client.poll(0.1)  # a refusal that came in during the last request
+                return None

@@ -20,6 +20,7 @@ from confluent_kafka import TopicPartition as KafkaTopicPartition
 from consumer.core.messages import InboundMessage, OutboundRecord, TopicPartition
 from consumer.errors import BrokerUnavailable, ConfigurationError, FatalError, ProducerFenced
 from consumer.ports import AssignmentCallback
+from schemas.transport import RefusalWatch, await_brokers
 
 log = logging.getLogger(__name__)
 librdkafka_log = logging.getLogger("librdkafka")
@@ -253,17 +254,12 @@ def _inbound(message: Message) -> InboundMessage:
     )
 
 
-# Errors that mean this client is misconfigured (credentials, certificates), not that Kafka is
-# down: waiting does not fix them, so start-up stops at once with librdkafka's explanation.
-_REFUSED = frozenset({KafkaError._AUTHENTICATION, KafkaError._SSL})
-
-
 class KafkaProducerAdapter:
     def __init__(
         self, config: Mapping[str, Any], *, transactional: bool, init_timeout_s: float = 60.0
     ) -> None:
-        self._refused: str | None = None
-        self._producer = Producer({**config, "error_cb": self._on_error})
+        self._refusal = RefusalWatch(also=self._on_error)
+        self._producer = Producer({**config, "error_cb": self._refusal})
         self._transactional = transactional
         self._delivery_error: str | None = None
         self._await_brokers(min(init_timeout_s, 15.0))
@@ -276,26 +272,17 @@ class KafkaProducerAdapter:
                 raise _translate(exc, "init transactions") from exc
 
     def _on_error(self, error: KafkaError) -> None:
-        if error.code() in _REFUSED and self._refused is None:
-            self._refused = error.str()
-        elif error.code() != KafkaError._ALL_BROKERS_DOWN:
+        if error.code() != KafkaError._ALL_BROKERS_DOWN:
             log.debug("kafka producer error: %s", error.str())
 
     def _await_brokers(self, timeout_s: float) -> None:
         """Wait until a broker answers, or fail at once when one refuses us (wrong password,
-        untrusted certificate): otherwise that shows up as a 60 s "timed out" much later."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            self._producer.poll(0.2)  # serves error_cb
-            if self._refused is not None:
-                raise ConfigurationError(f"kafka refused this client: {self._refused}")
-            try:
-                if self._producer.list_topics(timeout=1.0).brokers:
-                    return
-            except KafkaException:
-                pass
-            if time.monotonic() >= deadline:
-                return  # unreachable rather than refusing: what follows reports it
+        untrusted certificate): otherwise that shows up as a 60 s "timed out" much later.
+        Unreachable brokers are not reported here: what follows reports them."""
+        await_brokers(self._producer, self._refusal, timeout_s)
+        if self._refusal.reason is not None:
+            # Misconfiguration (credentials, certificates), not an outage: waiting won't fix it.
+            raise ConfigurationError(f"kafka refused this client: {self._refusal.reason}")
 
     def _on_delivery(self, error: KafkaError | None, _message: Message) -> None:
         if error is not None:
