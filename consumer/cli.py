@@ -7,18 +7,13 @@ import sys
 from typing import Any
 
 import click
-from pydantic import ValidationError
 
 from consumer.app import RunLimits, WorkerApp
+from consumer.cli_settings import EXIT_CONFIG, EXIT_FAILED, EXIT_SERVICE_UNAVAILABLE, settings_or_exit
 from consumer.engine import EngineLoadError
 from consumer.errors import ConfigurationError, FatalError, RetryableError
-from consumer.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
-
-EXIT_FATAL = 1
-EXIT_CONFIG = 2
-EXIT_SERVICE_UNAVAILABLE = 3
 
 
 @click.command()
@@ -62,11 +57,7 @@ def worker(
         }.items()
         if value is not None
     }
-    try:
-        settings = WorkerSettings(**overrides)
-    except ValidationError as exc:
-        click.echo(f"error: invalid settings:\n{exc}", err=True)
-        sys.exit(EXIT_CONFIG)
+    settings = settings_or_exit(**overrides)
     app = WorkerApp(settings, limits=RunLimits(max_messages=max_messages, idle_exit_s=idle_exit))
     app.install_signal_handlers()
     try:
@@ -82,4 +73,4 @@ def worker(
         sys.exit(EXIT_CONFIG)
     except FatalError as exc:
         log.critical("fatal: %s", exc)
-        sys.exit(EXIT_FATAL)
+        sys.exit(EXIT_FAILED)

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import click
-from pydantic import ValidationError
 
+from consumer.cli_settings import EXIT_FAILED, EXIT_SERVICE_UNAVAILABLE, settings_or_exit
 from consumer.errors import ObjectNotFound, StorageUnavailable
 
 if TYPE_CHECKING:
@@ -35,9 +35,6 @@ log = logging.getLogger(__name__)
 
 MARKER = ".tts-stream-model.json"
 PARTIAL_SUFFIX = ".partial"
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_SERVICE_UNAVAILABLE = 3
 
 
 class ModelPullError(Exception):
@@ -230,14 +227,7 @@ def models() -> None:
 def pull(source: str, destination: Path) -> None:
     """Copy a model directory from object storage; safe to re-run (only missing or
     different-sized files are fetched). Uses the worker's TTS_S3_* settings."""
-    from consumer.settings import WorkerSettings
-
-    try:
-        overrides: dict[str, Any] = {}  # everything from the TTS_* environment
-        settings = WorkerSettings(**overrides)
-    except ValidationError as exc:
-        click.echo(f"error: invalid TTS_* settings: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
+    settings = settings_or_exit()
     try:
         report = ModelPuller(S3ModelSource(settings)).pull(source, destination)
     except (ModelPullError, ObjectNotFound) as exc:

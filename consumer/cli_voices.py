@@ -16,29 +16,20 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from pydantic import ValidationError
 
+from consumer.cli_settings import EXIT_FAILED, EXIT_SERVICE_UNAVAILABLE, settings_or_exit
 from consumer.errors import RetryableError
 from consumer.voices.errors import VoiceError
 from consumer.voices.registry import VoiceRecord, VoiceRegistry
 
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_SERVICE_UNAVAILABLE = 3
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _registry() -> VoiceRegistry:
     from consumer.adapters.s3 import S3ObjectStore
     from consumer.audio.prompt import PromptLimits
-    from consumer.settings import WorkerSettings
 
-    try:
-        overrides: dict[str, Any] = {}  # everything from the TTS_* environment
-        settings = WorkerSettings(**overrides)
-    except ValidationError as exc:
-        click.echo(f"error: invalid TTS_* settings: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
+    settings = settings_or_exit()
     store = S3ObjectStore.from_settings(settings)
     limits = PromptLimits(
         max_bytes=settings.max_prompt_audio_bytes, max_seconds=settings.max_prompt_audio_seconds
