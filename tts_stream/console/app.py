@@ -224,19 +224,18 @@ class Console:
         )
 
     async def dlq_detail(self, request: Request, ctx: Ctx) -> Response:
-        letter_id = request.path_params["letter_id"]
-        dlq_ops.parse_letter_id(letter_id)
-        letter, decoded = await run_in_threadpool(self.backend.dead_letter, letter_id)
-        return self.render(
-            request, ctx, "dlq_letter.html", letter=letter, request_info=decoded.describe(), confirm=False
-        )
+        return await self._letter_page(request, ctx, confirm=False)
 
     async def replay_confirm(self, request: Request, ctx: Ctx) -> Response:
+        return await self._letter_page(request, ctx, confirm=True)
+
+    async def _letter_page(self, request: Request, ctx: Ctx, *, confirm: bool) -> Response:
+        """One dead letter; with `confirm`, the page that asks before replaying it."""
         letter_id = request.path_params["letter_id"]
         dlq_ops.parse_letter_id(letter_id)
         letter, decoded = await run_in_threadpool(self.backend.dead_letter, letter_id)
         return self.render(
-            request, ctx, "dlq_letter.html", letter=letter, request_info=decoded.describe(), confirm=True
+            request, ctx, "dlq_letter.html", letter=letter, request_info=decoded.describe(), confirm=confirm
         )
 
     async def replay(self, request: Request, ctx: Ctx) -> Response:
