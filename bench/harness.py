@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 
 from schemas import model
 from schemas.codec import request_codec, result_codec
 from schemas.keys import routing_key
-from tests.support.kafka_io import Lanes, create_lanes, delete_lanes
-from tests.support.stack import ROOT, StackAddresses, unique_name
+from tests.support.kafka_io import Lanes, create_lanes, delete_lanes, subscriber
+from tests.support.stack import ROOT, StackAddresses
 from tests.support.worker import WorkerProcess
 
 STACK = StackAddresses.from_env()
@@ -78,16 +78,7 @@ class Arrival:
 
 def collect(topic: str, expected: int, timeout_s: float) -> list[Arrival]:
     """Read `expected` results (read_committed), noting when each arrived."""
-    consumer = Consumer(
-        {
-            **KAFKA,
-            "group.id": unique_name("bench-reader"),
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-        }
-    )
-    consumer.subscribe([topic])
+    consumer = subscriber(KAFKA, topic, name="bench-reader")
     codec = result_codec()
     out: list[Arrival] = []
     seen: set[str] = set()

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import soundfile
-from confluent_kafka import Consumer
 
 from producer import TtsProducer
 from producer.errors import DeliveryFailed
@@ -40,8 +39,8 @@ from schemas.model import ResultStatus, SynthesisResult
 from schemas.topics import TopicNames
 from schemas.transport import KafkaConnection
 from tests.chaos.private_stack import PrivateStack
-from tests.support.kafka_io import Lanes, read_all
-from tests.support.stack import StackAddresses, unique_name
+from tests.support.kafka_io import Lanes, read_all, subscriber
+from tests.support.stack import StackAddresses
 from tests.support.worker import WorkerProcess
 
 log = logging.getLogger(__name__)
@@ -270,17 +269,12 @@ class Collector:
     """A read_committed subscriber of the results topic, recording when each result arrived."""
 
     def __init__(self, stack: StackAddresses, topic: str, clock: Callable[[], float]) -> None:
-        self._consumer = Consumer(
-            {
-                "bootstrap.servers": stack.kafka_bootstrap,
-                "group.id": unique_name("chaos-audit"),
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                "logger": logging.getLogger("librdkafka.collector"),
-            }
+        self._consumer = subscriber(
+            {"bootstrap.servers": stack.kafka_bootstrap},
+            topic,
+            name="chaos-audit",
+            logger=logging.getLogger("librdkafka.collector"),
         )
-        self._consumer.subscribe([topic])
         self._codec = result_codec()
         self._clock = clock
         self.arrivals: dict[str, list[Arrival]] = {}

@@ -15,12 +15,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from confluent_kafka import Consumer
 
 from schemas.codec import request_codec
 from schemas.topics import TopicNames
+from tests.support.kafka_io import subscriber
 from tests.support.responder import Responder, private_topics, topics_env
-from tests.support.stack import ROOT, StackAddresses, unique_name
+from tests.support.stack import ROOT, StackAddresses
 
 
 @pytest.fixture
@@ -53,11 +53,7 @@ def _run(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.Co
 
 
 def _messages(kafka_config: dict[str, Any], topic: str, quiet_s: float = 2.0) -> list[Any]:
-    consumer = Consumer(
-        {**kafka_config, "group.id": unique_name("read"), "auto.offset.reset": "earliest",
-         "isolation.level": "read_committed"}
-    )  # fmt: skip
-    consumer.subscribe([topic])
+    consumer = subscriber(kafka_config, topic, name="read")
     found: list[Any] = []
     end = time.monotonic() + quiet_s
     try:

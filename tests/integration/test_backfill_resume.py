@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer
 
 from producer.backfill.job import BACKFILL_NAMESPACE
 from schemas.codec import request_codec
 from schemas.topics import TopicNames
+from tests.support.kafka_io import subscriber
 from tests.support.responder import private_topics, topics_env
-from tests.support.stack import ROOT, StackAddresses, unique_name
+from tests.support.stack import ROOT, StackAddresses
 
 LINES = 100_000
 
@@ -81,16 +81,7 @@ def _wait_for_progress(process: subprocess.Popen[str], checkpoint: Path, rows: i
 
 
 def _count_request_ids(kafka_config: dict[str, Any], topic: str, expected: int) -> Counter[str]:
-    consumer = Consumer(
-        {
-            **kafka_config,
-            "group.id": unique_name("count"),
-            "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",  # what the worker reads
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([topic])
+    consumer = subscriber(kafka_config, topic, name="count")  # read_committed: what the worker reads
     codec = request_codec()
     counts: Counter[str] = Counter()
     seen = 0

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer, murmur2
+from confluent_kafka import Producer, murmur2
 
 from producer import (
     DeliveryFailed,
@@ -21,6 +21,7 @@ from schemas.codec import SINGLE_OBJECT_MAGIC, request_codec, result_codec
 from schemas.keys import routing_key
 from schemas.model import ResultStatus, SynthesisResult, Timings
 from schemas.topics import TopicNames
+from tests.support.kafka_io import subscriber
 from tests.support.responder import private_topics
 from tests.support.stack import StackAddresses, unique_name
 
@@ -58,19 +59,8 @@ def _settings(stack: StackAddresses, topics: TopicNames, **values: Any) -> Produ
     )
 
 
-def _read(
-    kafka_config: dict[str, Any], topic: str, count: int, *, isolation: str = "read_committed"
-) -> list[Any]:
-    consumer = Consumer(
-        {
-            **kafka_config,
-            "group.id": unique_name("reader"),
-            "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([topic])
+def _read(kafka_config: dict[str, Any], topic: str, count: int) -> list[Any]:
+    consumer = subscriber(kafka_config, topic)
     messages: list[Any] = []
     deadline = time.monotonic() + 30
     try:

@@ -11,7 +11,6 @@ from importlib import resources
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
@@ -23,6 +22,7 @@ from schemas.codec import Framing, registry_client, request_codec, result_codec
 from schemas.compat import full_transitive_problems
 from schemas.model import ResultStatus, SynthesisResult, Timings
 from schemas.topics import TopicNames
+from tests.support.kafka_io import subscriber
 from tests.support.responder import private_topics
 from tests.support.stack import StackAddresses, unique_name
 
@@ -105,11 +105,7 @@ def topics(make_topic: Callable[..., str]) -> TopicNames:
 
 
 def _read_values(kafka_config: dict[str, Any], topic: str, count: int) -> list[bytes]:
-    consumer = Consumer(
-        {**kafka_config, "group.id": unique_name("reader"), "auto.offset.reset": "earliest",
-         "isolation.level": "read_committed"}
-    )  # fmt: skip
-    consumer.subscribe([topic])
+    consumer = subscriber(kafka_config, topic)
     values: list[bytes] = []
     deadline = time.monotonic() + 30
     try:

@@ -8,24 +8,16 @@ import time
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 
+from tests.support.kafka_io import subscriber
 from tests.support.stack import StackAddresses, unique_name
 
 
 def _read_all(
     kafka_config: dict[str, Any], topic: str, *, isolation: str, expected_at_least: int
 ) -> list[bytes]:
-    consumer = Consumer(
-        {
-            **kafka_config,
-            "group.id": unique_name("smoke"),
-            "auto.offset.reset": "earliest",
-            "isolation.level": isolation,
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([topic])
+    consumer = subscriber(kafka_config, topic, name="smoke", isolation=isolation)
     values: list[bytes] = []
     deadline = time.monotonic() + 20
     idle_polls = 0

@@ -18,6 +18,30 @@ from schemas.keys import routing_key
 from tests.support.stack import unique_name
 
 
+def subscriber(
+    kafka_config: dict[str, Any],
+    topics: str | list[str],
+    *,
+    name: str = "reader",
+    isolation: str = "read_committed",
+    **extra: Any,
+) -> Consumer:
+    """A consumer in a group of its own that reads `topics` from the beginning, seeing what a
+    result subscriber sees (read_committed unless `isolation` says otherwise)."""
+    consumer = Consumer(
+        {
+            **kafka_config,
+            "group.id": unique_name(name),
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "isolation.level": isolation,
+            **extra,
+        }
+    )
+    consumer.subscribe([topics] if isinstance(topics, str) else topics)
+    return consumer
+
+
 @dataclass(frozen=True)
 class Lanes:
     """A private set of topics and a consumer group for one test."""
@@ -122,16 +146,7 @@ class ResultReader:
     def __init__(
         self, kafka_config: dict[str, Any], topic: str, *, isolation: str = "read_committed"
     ) -> None:
-        self._consumer = Consumer(
-            {
-                **kafka_config,
-                "group.id": unique_name("reader"),
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": False,
-                "isolation.level": isolation,
-            }
-        )
-        self._consumer.subscribe([topic])
+        self._consumer = subscriber(kafka_config, topic, isolation=isolation)
         self._codec = result_codec()
         self.results: dict[str, list[model.SynthesisResult]] = {}
         self.raw: list[Any] = []
@@ -177,16 +192,7 @@ def read_all(
 ) -> list[Any]:
     """Every message currently in `topic` (read_uncommitted is not used: this is what a
     read_committed subscriber sees)."""
-    consumer = Consumer(
-        {
-            **kafka_config,
-            "group.id": unique_name("dump"),
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-        }
-    )
-    consumer.subscribe([topic])
+    consumer = subscriber(kafka_config, topic, name="dump")
     out = []
     deadline = time.monotonic() + timeout_s
     last = time.monotonic()
