@@ -200,6 +200,32 @@ class CacheKeyInputs:
     sample_rate_hz: int | None
     postprocess: str  # e.g. "lufs=-16.0;tp=-1.0": the audio pipeline's own settings
 
+    @classmethod
+    def for_request(
+        cls,
+        request: SynthesisRequest,
+        *,
+        engine: str,
+        model_version: str,
+        voice: ResolvedVoice,
+        postprocess: str,
+    ) -> CacheKeyInputs:
+        """The inputs for `request`: its own fields, plus what the worker resolved for it (the
+        voice's content, the post-processing profile). Which request fields shape the audio is
+        decided here, once."""
+        return cls(
+            engine=engine,
+            model_version=model_version,
+            voice=voice,
+            text=request.text,
+            language=request.language,
+            style_instruction=request.style_instruction,
+            speed=request.speed,
+            output_format=request.output_format.value,
+            sample_rate_hz=request.sample_rate_hz,
+            postprocess=postprocess,
+        )
+
 
 def cache_key(inputs: CacheKeyInputs) -> str:
     """The authoritative cache key: 64 lowercase hex characters."""

@@ -64,16 +64,11 @@ def main() -> None:
         validate_request(request)
         assert isinstance(request.voice, PresetVoice)
         key = cache_key(
-            CacheKeyInputs(
+            CacheKeyInputs.for_request(
+                request,
                 engine=engine.name,
                 model_version=engine.model_version,
                 voice=ResolvedVoice(preset=request.voice.name),
-                text=request.text,
-                language=request.language,
-                style_instruction=request.style_instruction,
-                speed=request.speed,
-                output_format=request.output_format.value,
-                sample_rate_hz=request.sample_rate_hz,
                 postprocess=profile,
             )
         )

@@ -98,16 +98,11 @@ class Dispatcher:
             request.loudness_lufs if request.loudness_lufs is not None else ctx.config.default_loudness_lufs
         )
         key = cache_key(
-            CacheKeyInputs(
+            CacheKeyInputs.for_request(
+                request,
                 engine=self._engine_name,
                 model_version=ctx.config.model_version,
                 voice=resolution.key_voice,
-                text=request.text,
-                language=request.language,
-                style_instruction=request.style_instruction,
-                speed=request.speed,
-                output_format=request.output_format.value,
-                sample_rate_hz=request.sample_rate_hz,
                 postprocess=self._finisher.profile(lufs),
             )
         )

@@ -127,17 +127,8 @@ class IntakeTarget:
             if isinstance(request.voice, PresetVoice)
             else (ResolvedVoice(content_id="0" * 64, transcript=getattr(request.voice, "transcript", "")))
         )
-        inputs = CacheKeyInputs(
-            engine="fuzz",
-            model_version="1",
-            voice=voice,
-            text=request.text,
-            language=request.language,
-            style_instruction=request.style_instruction,
-            speed=request.speed,
-            output_format=request.output_format.value,
-            sample_rate_hz=request.sample_rate_hz,
-            postprocess="lufs=-16.0;tp=-1.0",
+        inputs = CacheKeyInputs.for_request(
+            request, engine="fuzz", model_version="1", voice=voice, postprocess="lufs=-16.0;tp=-1.0"
         )
         digest = cache_key(inputs)
         assert len(digest) == 64 and digest == cache_key(inputs)
