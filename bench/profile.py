@@ -38,7 +38,7 @@ from bench.harness import (
     run_id,
     start_worker,
 )
-from bench.scenarios import SMALL, _texts
+from bench.scenarios import SMALL, _texts, warm_cache
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,11 +105,7 @@ def profile(path: str, n: int, seconds: int) -> dict[str, Any]:
     tag = run_id()
     texts = _texts(n, tag)
     if path == "hit":  # fill the cache first, as the hit-storm scenario does
-        with private_lanes() as warm:
-            preload(warm.requests, make_requests(texts))
-            worker = start_worker(warm, f"warm-{tag}", SMALL)
-            collect(warm.results, n, timeout_s=600)
-            worker.stop()
+        warm_cache(texts, tag)
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     folded = RESULTS / f"profile-{path}.folded"
     with private_lanes() as lanes:
