@@ -27,6 +27,14 @@ $(STAMP): pyproject.toml
 .PHONY: install
 install: $(STAMP)  ## create .venv and install the project with the worker, espeak and dev extras
 
+.PHONY: cosyvoice
+cosyvoice: install  ## the pinned CosyVoice source on the venv's path + the [cosyvoice] extra (TTS_COSYVOICE_ARCHIVES: use archives)
+	scripts/cosyvoice.sh
+
+.PHONY: test-model
+test-model: cosyvoice  ## a tiny random-weight CosyVoice model (FAMILY=cosyvoice3|cosyvoice2, OUT=dir) for trying the engine
+	$(VENV)/bin/tts-stream models make-test-model --family $${FAMILY:-cosyvoice3} --size tiny --out $${OUT:-.infra/test-models/$${FAMILY:-cosyvoice3}-tiny}
+
 .PHONY: browser
 browser:  ## Debian's chromium for the console's browser tests (idempotent)
 	scripts/install-chromium.sh
@@ -48,11 +56,11 @@ lint: install  ## ruff (lint + format check) and mypy strict
 	$(VENV)/bin/mypy
 
 .PHONY: unit integration e2e
-unit: install  ## unit tests only (no services)
+unit: install cosyvoice  ## unit tests only (no services)
 	$(PYTEST) tests/unit -q
-integration: up  ## integration tests against the local stack
+integration: cosyvoice up  ## integration tests against the local stack
 	$(PYTEST) tests/integration -q
-e2e: up browser  ## worker processes and the CLI as a user runs them
+e2e: cosyvoice up browser  ## worker processes and the CLI as a user runs them
 	$(PYTEST) tests/e2e -q
 
 .PHONY: chaos fuzz
@@ -67,7 +75,7 @@ helm-test: up  ## Helm chart renders and rules, KEDA scaling on real lag, Docker
 	$(PYTEST) tests/helm -q
 
 .PHONY: test
-test: install up browser  ## install, start the stack, lint and run every suite that fits in a CI run
+test: install cosyvoice up browser  ## install, start the stack, lint and run every suite that fits in a CI run
 	@scripts/run-tests.sh
 
 # ------------------------------------------------------------------------- housekeeping ----------

@@ -240,3 +240,41 @@ def pull(source: str, destination: Path) -> None:
         f"{len(report.downloaded)} files downloaded ({report.bytes_downloaded} bytes), "
         f"{len(report.kept)} already present; complete: {report.marker}"
     )
+
+
+@models.command("make-test-model")
+@click.option(
+    "--family", type=click.Choice(["cosyvoice3", "cosyvoice2"]), default="cosyvoice3", show_default=True
+)
+@click.option(
+    "--size",
+    type=click.Choice(["tiny", "full"]),
+    default="tiny",
+    show_default=True,
+    help="tiny: small widths for CPU tests; full: the released model's dimensions (for a GPU).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory to write (created; files in it are replaced).",
+)
+def make_test_model_command(family: str, size: str, seed: int, out: Path) -> None:
+    """Write a CosyVoice model directory with random weights that the real AutoModel loads: the
+    family's yaml, llm/flow/hift weights, ONNX stand-ins and a locally trained tokenizer. Its
+    audio is noise; its code path, shapes and timings are the real model's (docs/engines.md).
+    Needs the CosyVoice source tree (`make cosyvoice`)."""
+    from consumer.engine import EngineLoadError
+    from consumer.engines.cosyvoice_model import import_automodel
+
+    try:
+        import_automodel()  # the same import checks (and message) as the engine's
+    except EngineLoadError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    from consumer.engines.cosyvoice_testmodel import make_test_model
+
+    report = make_test_model(family, size, out, seed=seed)
+    counts = ", ".join(f"{part} {count:,}" for part, count in report.parameters.items())
+    click.echo(f"{family} {size} model written to {out} in {report.seconds:.1f} s; parameters: {counts}")

@@ -10,7 +10,7 @@ import enum
 import os
 import socket
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -217,6 +217,17 @@ class WorkerSettings(BaseSettings):
     cosyvoice_load_vllm: bool = Field(default=False, description="cosyvoice: vLLM for the language model.")
     cosyvoice_trt_concurrent: int = Field(
         default=1, ge=1, description="cosyvoice: TensorRT execution contexts."
+    )
+    cosyvoice_text_frontend: Literal["auto", "wetext", "ttsfrd", "basic"] = Field(
+        default="auto",
+        description=(
+            "cosyvoice: text normalisation. wetext (WeTextProcessing's FSTs), ttsfrd (needs "
+            "TTS_COSYVOICE_TTSFRD_RESOURCE_DIR), basic (CosyVoice's built-in rules only); auto "
+            "picks the first available in the order ttsfrd, wetext, basic."
+        ),
+    )
+    cosyvoice_ttsfrd_resource_dir: Path | None = Field(
+        default=None, description="cosyvoice: the ttsfrd resource directory (CosyVoice-ttsfrd/resource)."
     )
 
     # ---- batching and flow control

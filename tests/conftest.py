@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -131,3 +132,18 @@ def object_store(stack: StackAddresses, s3_client: Any) -> Any:
         access_key_id=stack.s3_access_key,
         secret_access_key=stack.s3_secret_key,
     )
+
+
+@pytest.fixture(scope="session")
+def cosyvoice3_tiny() -> Path:
+    """A tiny random-weight CosyVoice 3 model that the real library loads (made once, cached)."""
+    from tests.support.cosyvoice_models import tiny_model
+
+    return tiny_model("cosyvoice3")
+
+
+@pytest.fixture(scope="session")
+def cosyvoice2_tiny() -> Path:
+    from tests.support.cosyvoice_models import tiny_model
+
+    return tiny_model("cosyvoice2")

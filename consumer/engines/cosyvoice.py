@@ -55,6 +55,7 @@ from consumer.engine import (
     TaskOutcome,
 )
 from consumer.engines import cosyvoice_text as text_rules
+from consumer.engines import cosyvoice_textnorm as textnorm
 from consumer.engines.cosyvoice_model import (
     LANGUAGES,
     CosyVoiceOptions,
@@ -127,7 +128,8 @@ class _Call:
 
 
 class CosyVoiceEngine:
-    """See the module docstring. `model_factory` replaces AutoModel (tests use a double)."""
+    """See the module docstring. `model_factory` replaces AutoModel (tests of CUDA-only faults
+    use a double); `segment_units` is the length budget of one model call (text_rules)."""
 
     def __init__(
         self,
@@ -136,12 +138,14 @@ class CosyVoiceEngine:
         options: CosyVoiceOptions | None = None,
         model_version: str | None = None,
         speaker_cache_size: int = DEFAULT_SPEAKER_CACHE,
+        segment_units: int = text_rules.SEGMENT_UNITS,
         model_factory: Callable[..., Any] | None = None,
     ) -> None:
         self._model_dir = model_dir
         self._options = options or CosyVoiceOptions()
         self._version_override = model_version
         self._speaker_cache_size = speaker_cache_size
+        self._segment_units = segment_units
         self._factory = model_factory
         self._model: Any = None
         self._family = self._detect_quietly()
@@ -153,6 +157,7 @@ class CosyVoiceEngine:
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._broken: str | None = None
+        self._text_frontend: str | None = None
 
     def _detect_quietly(self) -> str | None:
         if self._model_dir is None:
@@ -203,6 +208,16 @@ class CosyVoiceEngine:
     def family(self) -> str | None:
         return self._family
 
+    @property
+    def text_frontend(self) -> str | None:
+        """The text normaliser in use once loaded: wetext, ttsfrd or basic."""
+        return self._text_frontend
+
+    @property
+    def model(self) -> Any:
+        """The loaded CosyVoice object (for tests and diagnostics), None before `load()`."""
+        return self._model
+
     # ------------------------------------------------------------------------- lifecycle --
 
     def load(self) -> None:
@@ -233,9 +248,10 @@ class CosyVoiceEngine:
             kwargs["load_jit"] = self._options.load_jit
         elif self._options.load_jit:
             log.warning("load_jit ignored: CosyVoice 3 has no TorchScript modules")
+        text_frontend = textnorm.resolve(self._options.text_frontend, self._options.ttsfrd_resource_dir)
         started = time.monotonic()
         try:
-            with root_logging_kept():
+            with root_logging_kept(), textnorm.library_choice_blocked():
                 model = factory(**kwargs)
         except EngineLoadError:
             raise
@@ -248,6 +264,11 @@ class CosyVoiceEngine:
         loaded_family = _MODEL_CLASSES.get(type(model).__name__, family)
         if type(model).__name__ == "CosyVoice" or loaded_family != family:
             raise EngineLoadError(f"AutoModel loaded a {type(model).__name__} from a {family} directory")
+        frontend = getattr(model, "frontend", None)
+        if frontend is not None:
+            textnorm.install(frontend, text_frontend, self._options.ttsfrd_resource_dir)
+        log.info("cosyvoice text frontend", extra={"text_frontend": text_frontend})
+        self._text_frontend = text_frontend
         self._model = model
         self._sample_rate = int(model.sample_rate)
         self._presets = frozenset(str(s) for s in model.list_available_spks())
@@ -392,7 +413,7 @@ class CosyVoiceEngine:
     def _plan(self, task: SynthesisTask, scratch: Path, in_use: set[str]) -> list[_Call]:
         """The model calls for one task (and the speaker registration they need)."""
         text = text_rules.strip_special_tokens(task.text)
-        segments = text_rules.split_text(text)
+        segments = text_rules.split_text(text, self._segment_units)
         if not segments:
             raise _reject("the text has nothing to speak", "INVALID_REQUEST")
         common = {"stream": False, "speed": float(task.speed)}
@@ -561,6 +582,8 @@ def create_engine(settings: WorkerSettings) -> CosyVoiceEngine:
             load_trt=settings.cosyvoice_load_trt,
             load_vllm=settings.cosyvoice_load_vllm,
             trt_concurrent=settings.cosyvoice_trt_concurrent,
+            text_frontend=settings.cosyvoice_text_frontend,
+            ttsfrd_resource_dir=settings.cosyvoice_ttsfrd_resource_dir,
         ),
         model_version=settings.model_version,
     )

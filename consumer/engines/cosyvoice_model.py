@@ -7,20 +7,37 @@ import contextlib
 import hashlib
 import importlib
 import importlib.util
+import json
 import logging
 import os
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from consumer.engine import EngineLoadError
+from consumer.engines import cosyvoice_compat
 
 FAMILIES = {
     "cosyvoice3": ("cosyvoice3.yaml", "speech_tokenizer_v3.onnx"),
     "cosyvoice2": ("cosyvoice2.yaml", "speech_tokenizer_v2.onnx"),
 }
-REQUIRED_FILES = ("llm.pt", "flow.pt", "hift.pt", "campplus.onnx", "CosyVoice-BlankEN/config.json")
+REQUIRED_FILES = (
+    "llm.pt",
+    "flow.pt",
+    "hift.pt",
+    "campplus.onnx",
+    "CosyVoice-BlankEN/config.json",
+    "CosyVoice-BlankEN/model.safetensors",
+)
+_CONFIG_KEYS = ("sample_rate", "llm", "flow", "hift", "get_tokenizer", "feat_extractor", "allowed_special")
+_JSON_FILES = (
+    "CosyVoice-BlankEN/config.json",
+    "CosyVoice-BlankEN/tokenizer.json",
+    "CosyVoice-BlankEN/tokenizer_config.json",
+    "CosyVoice-BlankEN/generation_config.json",
+)
 LANGUAGES = {
     "cosyvoice3": frozenset({"zh", "en", "ja", "ko", "de", "es", "fr", "it", "ru", "yue"}),
     "cosyvoice2": frozenset({"zh", "en", "ja", "ko", "yue"}),
@@ -34,6 +51,8 @@ class CosyVoiceOptions:
     load_trt: bool = False
     load_vllm: bool = False
     trt_concurrent: int = 1
+    text_frontend: str = "auto"
+    ttsfrd_resource_dir: Path | None = None
 
     @property
     def concurrency(self) -> int:
@@ -66,6 +85,7 @@ def check_model_dir(model_dir: Path, family: str, options: CosyVoiceOptions) -> 
         missing += [] if (model_dir / jit).is_file() else [jit]
     if missing:
         raise EngineLoadError(f"the model directory {model_dir} lacks {', '.join(missing)}")
+    check_model_files(model_dir, family)
     writable = os.access(model_dir, os.W_OK)
     if options.load_trt:
         plan = f"flow.decoder.estimator.{'fp16' if options.fp16 else 'fp32'}.mygpu.plan"
@@ -83,6 +103,59 @@ def check_model_dir(model_dir: Path, family: str, options: CosyVoiceOptions) -> 
         raise EngineLoadError(
             f"load_vllm must export {model_dir / 'vllm'} on first use, but {model_dir} is read-only"
         )
+
+
+def check_model_files(model_dir: Path, family: str) -> None:
+    """Cheap structural checks that name the broken file, where the library's own error would
+    not (a truncated checkpoint is "failed finding central directory", a cut yaml a missing
+    key deep in the flow's config). They read headers and small files only: never the weights.
+    The ONNX files are left to onnxruntime, whose error names the file."""
+    config = FAMILIES[family][0]
+    problems = [f"{config}: {problem}" for problem in _config_problems(model_dir / config)]
+    for name in ("llm.pt", "flow.pt", "hift.pt"):
+        if not zipfile.is_zipfile(model_dir / name):
+            problems.append(f"{name}: not a complete PyTorch checkpoint (truncated or corrupt)")
+    for name in _JSON_FILES:
+        path = model_dir / name
+        if path.is_file():
+            try:
+                json.loads(path.read_bytes())
+            except ValueError:
+                problems.append(f"{name}: not valid JSON (truncated or corrupt)")
+    safetensors = "CosyVoice-BlankEN/model.safetensors"
+    if not _safetensors_complete(model_dir / safetensors):
+        problems.append(f"{safetensors}: not a complete safetensors file (truncated or corrupt)")
+    if problems:
+        raise EngineLoadError(f"the model directory {model_dir} has broken files: {'; '.join(problems)}")
+
+
+def _config_problems(path: Path) -> list[str]:
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    try:
+        # compose() parses without building the !new:/!name: objects: a syntax check only.
+        root = YAML(typ="rt").compose(path.read_text(encoding="utf-8"))
+    except (YAMLError, UnicodeDecodeError) as exc:
+        return [f"not valid YAML ({type(exc).__name__})"]
+    keys = {key.value for key, _ in getattr(root, "value", [])} if root is not None else set()
+    lacking = [key for key in _CONFIG_KEYS if key not in keys]
+    return [f"lacks {', '.join(lacking)} (truncated, or not a CosyVoice config)"] if lacking else []
+
+
+def _safetensors_complete(path: Path) -> bool:
+    """The header's length prefix and JSON parse, and its tensors end where the file does."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            header_len = int.from_bytes(handle.read(8), "little")
+            if header_len <= 0 or 8 + header_len > size:
+                return False
+            header = json.loads(handle.read(header_len))
+    except (OSError, ValueError):
+        return False
+    ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
+    return 8 + header_len + max(ends, default=0) == size
 
 
 def model_fingerprint(model_dir: Path, family: str) -> str:
@@ -136,11 +209,13 @@ def import_automodel(*, load_vllm: bool = False) -> Callable[..., Any]:
             raise EngineLoadError(
                 "the cosyvoice engine needs the CosyVoice source tree (FunAudioLLM/CosyVoice and its "
                 "third_party/Matcha-TTS) on PYTHONPATH and the cosyvoice extra installed: "
-                f"pip install 'tts-stream[cosyvoice]'; see docs/engines.md ({exc.name or exc} could not "
+                "`make cosyvoice` in a checkout of this project, or pip install 'tts-stream[cosyvoice]' "
+                f"plus the pinned source; see docs/engines.md ({exc.name or exc} could not "
                 f"be imported).{third_party}"
             ) from exc
         except Exception as exc:  # a broken dependency fails at import time in many ways
             raise EngineLoadError(f"importing CosyVoice failed: {type(exc).__name__}: {exc}") from exc
+        cosyvoice_compat.adapt(importlib.import_module("cosyvoice.cli.frontend"))
         automodel = getattr(module, "AutoModel", None)
         if automodel is None:
             raise EngineLoadError(

@@ -227,13 +227,20 @@ class FakeAutoModel:
 
 
 def make_model_dir(root: Path, family: str = "cosyvoice3", *, extra: tuple[str, ...] = ()) -> Path:
-    """A directory with the files the engine checks for (empty stand-ins for the weights)."""
+    """A directory that passes the engine's structural checks (a yaml with the keys the library
+    reads, checkpoints that are zip archives, a well-formed safetensors header), with no real
+    weights in it: only the double can "load" it."""
     directory = root / family
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer = "speech_tokenizer_v3.onnx" if family == "cosyvoice3" else "speech_tokenizer_v2.onnx"
-    (directory / f"{family}.yaml").write_text("sample_rate: 24000\n")
-    for name in ("llm.pt", "flow.pt", "hift.pt", "campplus.onnx", tokenizer, *extra):
+    keys = ("sample_rate: 24000", "llm: x", "flow: x", "hift: x", "get_tokenizer: x", "feat_extractor: x")
+    (directory / f"{family}.yaml").write_text("\n".join([*keys, "allowed_special: all", ""]))
+    for name in ("llm.pt", "flow.pt", "hift.pt"):
+        torch.save({}, directory / name)
+    for name in ("campplus.onnx", tokenizer, *extra):
         (directory / name).write_bytes(b"\0" * 16)
-    (directory / "CosyVoice-BlankEN").mkdir(exist_ok=True)
-    (directory / "CosyVoice-BlankEN" / "config.json").write_text("{}")
+    blank = directory / "CosyVoice-BlankEN"
+    blank.mkdir(exist_ok=True)
+    (blank / "config.json").write_text("{}")
+    (blank / "model.safetensors").write_bytes(len(b"{}").to_bytes(8, "little") + b"{}")
     return directory

@@ -1,0 +1,40 @@
+"""Tiny random-weight CosyVoice models for the tests, made once and cached under .infra.
+
+The cache key is a hash of the model maker's own source, so changing the maker remakes the
+models; the manifest is written last, so a half-made directory is never reused."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import shutil
+from pathlib import Path
+
+from tests.support.stack import ROOT
+
+CACHE = ROOT / ".infra" / "test-models"
+_MAKER = ROOT / "consumer" / "engines" / "cosyvoice_testmodel"
+
+
+def _maker_digest() -> str:
+    digest = hashlib.sha256()
+    for path in sorted(_MAKER.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def tiny_model(family: str) -> Path:
+    """The path of a complete tiny model of `family`, made if it is missing or stale."""
+    from consumer.engines.cosyvoice_testmodel import make_test_model, read_manifest
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    target = CACHE / f"{family}-tiny-{_maker_digest()}"
+    with (CACHE / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two test processes never make the same model at once
+        if read_manifest(target) is None:
+            partial = target.with_name(target.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            make_test_model(family, "tiny", partial)
+            shutil.rmtree(target, ignore_errors=True)
+            partial.rename(target)
+    return target
