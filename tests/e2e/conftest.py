@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 
+from consumer.adapters.s3 import S3ObjectStore
 from consumer.app import RunLimits, WorkerApp
 from consumer.engine import Engine
 from consumer.metrics import Metrics
 from consumer.settings import WorkerSettings
+from consumer.voices.registry import VoiceRegistry
 from tests.support.kafka_io import Lanes, create_lanes, delete_lanes
 from tests.support.stack import StackAddresses
 from tests.support.worker import WorkerProcess
@@ -123,3 +125,17 @@ def in_process_worker(stack: StackAddresses) -> Iterator[Callable[..., InProcess
     for worker in started:
         if worker._thread.is_alive():
             worker.stop()
+
+
+@pytest.fixture
+def registry(
+    stack: StackAddresses, s3_client: object, object_store: S3ObjectStore
+) -> Iterator[VoiceRegistry]:
+    store = object_store
+    registry = VoiceRegistry(store, stack.voices_bucket)
+    registry.created = []  # type: ignore[attr-defined]
+    yield registry
+    for ref in registry.created:  # type: ignore[attr-defined]
+        voice_id = registry.voice_id_of(ref)
+        if voice_id and registry.record(voice_id) is not None:
+            registry.remove(voice_id)

@@ -1,65 +1,20 @@
 """A voice added with `tts-stream voices add` is usable in requests, and its cache key follows
 its audio: real Kafka, Redis, S3, the CLI and a worker process (the null engine, which accepts
-cloned voices; the cosyvoice engine needs a GPU and weights)."""
+cloned voices; tests/e2e/test_cosyvoice_worker.py does the same on the real CosyVoice)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import replace
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pytest
-
-from consumer.adapters.s3 import S3ObjectStore
 from consumer.voices.registry import VoiceRegistry
 from schemas.model import ErrorCode, PromptAudioVoice, RegisteredVoice, ResultStatus
 from tests.support.kafka_io import Lanes, ResultReader, request, send_requests
-from tests.support.speech import speech, wav_bytes
-from tests.support.stack import ROOT, StackAddresses, unique_name
+from tests.support.stack import StackAddresses, unique_name
+from tests.support.voices import TRANSCRIPT, prompt_file, voices_cli
 from tests.support.worker import WorkerProcess
-
-TRANSCRIPT = "The quick brown fox jumps over the lazy dog, and then it runs far away into the forest."
-
-
-def voices_cli(stack: StackAddresses, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tts_stream", "voices", *args],
-        cwd=ROOT,
-        env={**os.environ, **stack.worker_env(), "TTS_LOG_LEVEL": "WARNING"},
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-
-
-def prompt_file(directory: Path) -> Path:
-    """Real speech with inaudible noise unique to this run: a voice id no other test shares."""
-    audio = speech()
-    noise = np.random.default_rng(uuid.uuid4().int % 2**32).standard_normal(len(audio.samples))
-    path = directory / f"{uuid.uuid4().hex}.wav"
-    path.write_bytes(wav_bytes(replace(audio, samples=(audio.samples + 1e-3 * noise).astype(np.float32))))
-    return path
-
-
-@pytest.fixture
-def registry(
-    stack: StackAddresses, s3_client: object, object_store: S3ObjectStore
-) -> Iterator[VoiceRegistry]:
-    store = object_store
-    registry = VoiceRegistry(store, stack.voices_bucket)
-    registry.created = []  # type: ignore[attr-defined]
-    yield registry
-    for ref in registry.created:  # type: ignore[attr-defined]
-        voice_id = registry.voice_id_of(ref)
-        if voice_id and registry.record(voice_id) is not None:
-            registry.remove(voice_id)
 
 
 def test_a_cli_voice_in_requests_and_its_cache_key_following_its_audio(
