@@ -8,9 +8,10 @@
 # No model is baked in: the Helm chart mounts it read-only (optionally filled by
 # `tts-stream models pull`). Both run as UID 10001 with a read-only root filesystem in mind:
 # only /tmp (a volume in Kubernetes and compose) is written. The CosyVoice source tree is not on
-# PyPI; pass it as a named build context to include it:
+# PyPI: the gpu target builds it in at the pinned commit (scripts/cosyvoice.sh); to build from
+# the source archives instead of a clone:
 #
-#   docker build --target gpu --build-context cosyvoice-src=../CosyVoice -t tts-stream:0.1.0-gpu .
+#   docker build --target gpu --build-context cosyvoice-archives=<dir with the tarballs> ...
 #
 # Build arguments: VERSION, REVISION and CREATED feed the OCI labels; PIP_INDEX_URL and
 # PIP_EXTRA_INDEX_URL select package indexes (e.g. the PyTorch CPU wheel index for the cpu target,
@@ -79,10 +80,24 @@ STOPSIGNAL SIGTERM
 ENTRYPOINT ["tts-stream"]
 CMD ["worker"]
 
-# ---------------------------------------------------------------- GPU: CosyVoice source (optional)
-# Empty by default; `--build-context cosyvoice-src=<CosyVoice checkout>` replaces this stage.
-FROM scratch AS cosyvoice-src
+# ---------------------------------------------------------------- GPU: CosyVoice source ---------
+# The pinned CosyVoice commit and its Matcha-TTS submodule, fetched by the same script as
+# `make cosyvoice`: from `git archive` tarballs when they are passed as the named context
+# `cosyvoice-archives` (`--build-context cosyvoice-archives=<dir>`, for builders without
+# network), otherwise cloned at the pinned commit.
+FROM scratch AS cosyvoice-archives
 COPY LICENSE /.tts-stream-placeholder
+
+FROM ${PYTHON_IMAGE} AS cosyvoice-src
+RUN set -eux; apt-get update; \
+    apt-get install -y --no-install-recommends git ca-certificates; \
+    rm -rf /var/lib/apt/lists/*
+COPY scripts/cosyvoice.sh /build/scripts/cosyvoice.sh
+COPY --from=cosyvoice-archives / /build/archives/
+RUN set -eux; \
+    if ls /build/archives/cosyvoice-*.tar.gz >/dev/null 2>&1; then export TTS_COSYVOICE_ARCHIVES=/build/archives; fi; \
+    /build/scripts/cosyvoice.sh --source-only /opt/src; \
+    rm -rf /opt/src/CosyVoice/.git /opt/src/CosyVoice/third_party/Matcha-TTS/.git
 
 # ---------------------------------------------------------------- GPU: dependencies --------------
 FROM ${CUDA_IMAGE} AS gpu-venv
@@ -95,7 +110,9 @@ RUN set -eux; apt-get update; \
     python3 -m venv /opt/tts-stream
 COPY --from=wheel /wheels /wheels
 RUN set -eux; wheel="$(ls /wheels/tts_stream-*.whl)"; \
-    /opt/tts-stream/bin/pip install "${wheel}[worker,cosyvoice]"
+    /opt/tts-stream/bin/pip install "${wheel}[worker,cosyvoice]"; \
+    /opt/tts-stream/bin/pip uninstall -y onnxruntime; \
+    /opt/tts-stream/bin/pip install "onnxruntime-gpu>=1.18"
 
 # ---------------------------------------------------------------- GPU: runtime -------------------
 FROM ${CUDA_IMAGE} AS gpu
@@ -118,7 +135,7 @@ RUN set -eux; apt-get update; \
     groupadd --system --gid 10001 tts; \
     useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin tts
 COPY --from=gpu-venv /opt/tts-stream /opt/tts-stream
-COPY --from=cosyvoice-src / /opt/cosyvoice/
+COPY --from=cosyvoice-src /opt/src/CosyVoice /opt/cosyvoice/
 ENV PATH=/opt/tts-stream/bin:$PATH \
     PYTHONPATH=/opt/cosyvoice:/opt/cosyvoice/third_party/Matcha-TTS \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -9,10 +9,15 @@
 # with a .pth file, so `import cosyvoice` works in the worker, the tests and the model maker
 # without PYTHONPATH. Idempotent: a second run checks the stamp and returns.
 #
-#   scripts/cosyvoice.sh [--print-path]     # --print-path: print the PYTHONPATH entries
+#   scripts/cosyvoice.sh                     # source + extra + .pth into .venv
+#   scripts/cosyvoice.sh --print-path        # print the PYTHONPATH entries
+#   scripts/cosyvoice.sh --source-only DIR   # only the source, into DIR/CosyVoice (the GPU image)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+
+say() { printf '[cosyvoice] %s\n' "$*"; }
+die() { printf '[cosyvoice] ERROR: %s\n' "$*" >&2; exit 1; }
 
 COSYVOICE_COMMIT=ace7c47f41bbd303aa6bf1ea80e6f9fbd595cd40
 MATCHA_COMMIT=dd9105b34bf2be2230f4aa1e4769fb586a3c824e
@@ -23,18 +28,21 @@ COSYVOICE_REPO="${TTS_COSYVOICE_REPO:-https://github.com/FunAudioLLM/CosyVoice}"
 VENV="${VENV:-.venv}"
 PY="$VENV/bin/python"
 DEST=".infra/cosyvoice/${COSYVOICE_COMMIT:0:7}"
+SOURCE_ONLY=0
+if [ "${1:-}" = "--source-only" ]; then
+  [ -n "${2:-}" ] || die "--source-only needs a directory"
+  SOURCE_ONLY=1
+  DEST="$2"
+fi
 SRC="$DEST/CosyVoice"
 MATCHA="$SRC/third_party/Matcha-TTS"
-
-say() { printf '[cosyvoice] %s\n' "$*"; }
-die() { printf '[cosyvoice] ERROR: %s\n' "$*" >&2; exit 1; }
 
 if [ "${1:-}" = "--print-path" ]; then
   printf '%s:%s\n' "$ROOT/$SRC" "$ROOT/$MATCHA"
   exit 0
 fi
 
-[ -x "$PY" ] || die "$PY is missing: run 'make install' first"
+[ "$SOURCE_ONLY" = 1 ] || [ -x "$PY" ] || die "$PY is missing: run 'make install' first"
 
 from_archives() {
   local dir="$1" cv mt
@@ -46,7 +54,8 @@ from_archives() {
   echo "$MATCHA_SHA256  $mt" | sha256sum -c --quiet - || die "$(basename "$mt") does not match its pinned sha256"
   say "unpacking CosyVoice ${COSYVOICE_COMMIT:0:7} and Matcha-TTS ${MATCHA_COMMIT:0:7} from $dir"
   local tmp
-  tmp="$(mktemp -d "$ROOT/.infra/cosyvoice/unpack.XXXXXX")"
+  mkdir -p "$DEST"
+  tmp="$(mktemp -d "$DEST/unpack.XXXXXX")"
   tar -xzf "$cv" -C "$tmp"
   tar -xzf "$mt" -C "$tmp"
   rm -rf "$tmp/CosyVoice/third_party/Matcha-TTS"
@@ -68,7 +77,7 @@ from_git() {
   [ "$(git -C "$MATCHA" rev-parse HEAD)" = "$MATCHA_COMMIT" ] || die "the Matcha-TTS submodule is not at the pinned $MATCHA_COMMIT"
 }
 
-mkdir -p .infra/cosyvoice
+mkdir -p "$DEST"
 STAMP="$DEST/.complete"
 if [ ! -f "$STAMP" ] || [ ! -f "$SRC/cosyvoice/cli/cosyvoice.py" ] || [ ! -f "$MATCHA/matcha/__init__.py" ]; then
   rm -f "$STAMP"
@@ -78,6 +87,10 @@ if [ ! -f "$STAMP" ] || [ ! -f "$SRC/cosyvoice/cli/cosyvoice.py" ] || [ ! -f "$M
     from_git
   fi
   echo "$COSYVOICE_COMMIT $MATCHA_COMMIT" >"$STAMP"
+fi
+if [ "$SOURCE_ONLY" = 1 ]; then
+  say "CosyVoice ${COSYVOICE_COMMIT:0:7} source in $SRC"
+  exit 0
 fi
 
 # The extra's dependencies, once per pyproject.toml (the same stamp scheme as `make install`).
