@@ -185,6 +185,11 @@ class FlightBoard:
         with self._lock:
             return min((f.next_check for f in self._waiting.values()), default=None)
 
+    def holding(self, flights: Iterable[Flight], state: FlightState) -> list[Flight]:
+        """Those of `flights` still on the board (not finished or replaced) and in `state`."""
+        with self._lock:
+            return [f for f in flights if self._flights.get(f.key) is f and f.state is state]
+
     def held_keys(self) -> list[str]:
         with self._lock:
             return [f.key for f in self._flights.values() if f.leased]

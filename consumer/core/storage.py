@@ -50,7 +50,7 @@ class StoreStage:
 
     def _store_then_free_slot(self, produced: Produced, synthesis_ms: int) -> None:
         try:
-            self._ctx.guarded(self._store_batch, produced, synthesis_ms)
+            self._ctx.contain("store", self._store_batch, produced, synthesis_ms)
         finally:
             self._slots.release()
 
