@@ -15,12 +15,13 @@ import time
 
 from consumer.core.flights import Flight, FlightState
 from consumer.core.messages import Job
-from consumer.core.stage import StageContext
+from consumer.core.stage import StageContext, unexpected
 from consumer.engine import SynthesisTask
-from consumer.errors import CacheUnavailable, RetryableError, VoiceResolutionError
+from consumer.errors import CacheUnavailable, FatalError, RetryableError, VoiceResolutionError
 from consumer.ports import Acquired, AudioFinisher, CachedAudio, FinishSpec, HeldElsewhere, Hit, VoiceResolver
 from consumer.settings import CacheFailurePolicy
 from schemas.keys import CacheKeyInputs, cache_key, normalise_text
+from schemas.model import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,15 @@ class Dispatcher:
                 log.warning("voice resolution failed, retrying: %s", exc)
                 retry.append(job)
                 continue
+            except FatalError:
+                raise
+            except Exception as exc:
+                # This request fails alone (INTERNAL), not retried: its voice and key depend on
+                # it only, and the outages met on the way arrive as RetryableError above; any
+                # other error would come back on every retry while its neighbours go on.
+                log.exception("dispatching a request failed", extra=job.log_context())
+                self._ctx.fail([job], ErrorCode.INTERNAL, unexpected(exc, "dispatcher"), retryable=False)
+                continue
             if flight is None:
                 continue  # answered already, or joined a flight in progress
             existing = new_flights.get(flight.key)
@@ -77,7 +87,7 @@ class Dispatcher:
             else:
                 new_flights[flight.key] = flight
         if new_flights:
-            self._claim(list(new_flights.values()))
+            self._claim_or_go_without(list(new_flights.values()))
         if retry:
             self._ctx.sleep(RESOLUTION_RETRY_S)
             self.inbound.put(retry)
@@ -123,6 +133,25 @@ class Dispatcher:
         )
         spec = FinishSpec(request.output_format, request.sample_rate_hz, lufs)
         return Flight(key, task, spec, [job], job.lane, voice_token=resolution.key_voice.token())
+
+    def _claim_or_go_without(self, flights: list[Flight]) -> None:
+        try:
+            self._claim(flights)
+        except FatalError:
+            raise
+        except Exception:
+            # Every Redis error already arrives as CacheUnavailable (handled by the cache policy
+            # in `_claim`); what is left is a bug on the cache's side — an entry that cannot be
+            # read, say — which claiming again would meet again, for ever. So the flights not
+            # placed yet are synthesised without a lease, as under fail_open: the requests are
+            # answered, a duplicate synthesis elsewhere is harmless (content-addressed audio),
+            # and the store stage's cache write replaces the entry.
+            log.exception("claiming %d keys failed; synthesising them without the cache", len(flights))
+            board = self._ctx.board
+            for flight in flights:
+                if not board.has(flight) and any(job.outcome is None for job in flight.jobs):
+                    flight.state = FlightState.QUEUED
+                    board.add(flight)
 
     def _claim(self, flights: list[Flight]) -> None:
         ctx = self._ctx
@@ -174,10 +203,23 @@ class Dispatcher:
         ctx.answer(jobs)
 
     def _check_waiters(self) -> None:
-        ctx = self._ctx
-        due = ctx.board.due_waiters(time.monotonic())
+        due = self._ctx.board.due_waiters(time.monotonic())
         if not due:
             return
+        try:
+            self._reclaim(due)
+        except FatalError:
+            raise
+        except Exception:
+            # As in `_claim_or_go_without`: a bug on the cache's side, met again on every check.
+            # The flights still waiting take over and are synthesised here, instead of waiting
+            # for ever for a result we cannot read.
+            log.exception("checking %d waiting keys failed; taking them over", len(due))
+            for flight in self._ctx.board.holding(due, FlightState.WAITING):
+                self._ctx.board.requeue(flight)
+
+    def _reclaim(self, due: list[Flight]) -> None:
+        ctx = self._ctx
         try:
             claims = ctx.dedup.claim([f.key for f in due], ctx.owner, ctx.config.lease_ttl_ms)
         except CacheUnavailable:

@@ -185,6 +185,10 @@ class FlightBoard:
         with self._lock:
             return min((f.next_check for f in self._waiting.values()), default=None)
 
+    def has(self, flight: Flight) -> bool:
+        with self._lock:
+            return self._flights.get(flight.key) is flight
+
     def holding(self, flights: Iterable[Flight], state: FlightState) -> list[Flight]:
         """Those of `flights` still on the board (not finished or replaced) and in `state`."""
         with self._lock:

@@ -38,7 +38,7 @@ from consumer.engine import AudioBuffer, BatchLimits, EngineCapabilities, Synthe
 from consumer.engines.null import NullEngine
 from consumer.errors import BrokerUnavailable, FatalError
 from consumer.metrics import Metrics
-from consumer.ports import Acquired, CachedAudio, Claim, FinishSpec, HeldElsewhere, Hit
+from consumer.ports import Acquired, CachedAudio, Claim, FinishSpec, HeldElsewhere, Hit, Resolution
 from consumer.settings import CacheFailurePolicy, Guarantee
 from schemas import dlq
 from schemas.codec import request_codec
@@ -49,6 +49,7 @@ from schemas.model import (
     PresetVoice,
     RegisteredVoice,
     SynthesisRequest,
+    Voice,
     now_ms,
 )
 from schemas.validation import RequestLimits
@@ -686,6 +687,15 @@ class HungCall:
         return outcomes
 
 
+class TrippingResolver(PresetResolver):
+    """Presets, except that the voice "boom" hits a bug."""
+
+    def resolve(self, voice: Voice) -> Resolution:
+        if voice == PresetVoice("boom"):
+            raise RuntimeError("resolver bug")
+        return super().resolve(voice)
+
+
 def _wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = 5.0) -> None:
     """Look at observable state until it holds, briefly pausing between looks."""
     deadline = time.monotonic() + timeout_s
@@ -698,6 +708,10 @@ def _wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = 5.0) 
 def _failure(job: Job) -> tuple[ErrorCode, bool]:
     assert isinstance(job.outcome, Answer) and job.outcome.result.error is not None, "a failed result"
     return job.outcome.result.error.code, job.outcome.result.error.retryable
+
+
+def _succeeded(job: Job) -> bool:
+    return isinstance(job.outcome, Answer) and job.outcome.result.error is None
 
 
 @dataclasses.dataclass
@@ -775,6 +789,36 @@ def test_a_wrong_outcome_count_retries_then_answers_every_flight_of_the_batch(
     assert running.engine.invocations.tasks == 6, "retried per the engine retry policy"
     assert sorted(running.redis.released) == sorted(j.cache_key for j in jobs), "nobody waits on them"
     assert running.pipeline.pending_jobs(Lane.INTERACTIVE) == 0
+
+
+def test_a_storage_bug_fails_the_batch_without_synthesising_it_again(
+    pipelines: Callable[..., RunningPipeline],
+) -> None:
+    store = MemoryObjectStore()
+    store.put_many = _raise(RuntimeError("storage bug"))  # type: ignore[method-assign]
+    running = pipelines(store=store)
+    (job,) = running.submit(_request_job(0))
+    running.wait_answers(1)
+    assert _failure(job) == (ErrorCode.INTERNAL, False)
+    assert running.engine.invocations.tasks == 1
+    assert running.redis.released == [job.cache_key]
+
+
+def test_a_request_that_trips_the_dispatcher_fails_alone(pipelines: Callable[..., RunningPipeline]) -> None:
+    running = pipelines(voices=TrippingResolver())
+    tripping, fine = running.submit(_request_job(0, voice=PresetVoice("boom")), _request_job(1))
+    running.wait_answers(2)
+    assert _failure(tripping) == (ErrorCode.INTERNAL, False)
+    assert _succeeded(fine)
+
+
+def test_a_claim_that_trips_synthesises_without_the_lease(pipelines: Callable[..., RunningPipeline]) -> None:
+    running = pipelines()
+    running.redis.claim_error = RuntimeError("unreadable cache entry")
+    (job,) = running.submit(_request_job(0))
+    running.wait_answers(1)
+    assert _succeeded(job)
+    assert job.cache_key in running.redis.cached, "the cache write replaces what could not be read"
 
 
 def test_a_stage_that_cannot_go_on_stops_the_pipeline(pipelines: Callable[..., RunningPipeline]) -> None:
