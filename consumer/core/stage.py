@@ -56,11 +56,20 @@ class StageContext:
     completed: queue.SimpleQueue[Job] = field(default_factory=queue.SimpleQueue)
     stopping: threading.Event = field(default_factory=threading.Event)
     fatal: FatalError | None = None
+    clock: Callable[[], float] = time.monotonic
+    last_progress: float = field(init=False)
 
     def __post_init__(self) -> None:
         # "<instance>|<incarnation>": a restarted instance is a new owner, and takes over the leases
         # its dead predecessor left at once (see the claim script) instead of waiting them out.
         self.owner = f"{self.config.instance_id}|{time.time_ns()}"
+        self.last_progress = self.clock()
+
+    def advanced(self) -> None:
+        """A stage moved work on: it answered jobs, or a call to the engine, storage or the cache
+        returned (even with an error: an outage being retried is not a hang). /livez watches
+        this (Pipeline.progress)."""
+        self.last_progress = self.clock()
 
     def sleep(self, seconds: float) -> bool:
         """Wait up to `seconds`; True when the pipeline is stopping."""
@@ -69,6 +78,8 @@ class StageContext:
     def answer(self, jobs: Sequence[Job]) -> None:
         for job in jobs:
             self.completed.put(job)
+        if jobs:
+            self.advanced()
 
     def fail(self, jobs: Sequence[Job], code: ErrorCode, message: str, *, retryable: bool) -> None:
         for job in jobs:

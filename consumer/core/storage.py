@@ -131,6 +131,7 @@ class StoreStage:
             started = time.perf_counter()
             errors = self._store.put_many(ctx.config.audio_bucket, [self._object(f, a) for f, a in pending])
             ctx.metrics.storage_latency.labels(operation="put").observe(time.perf_counter() - started)
+            ctx.advanced()  # an S3 outage retried here is not a hang
             retry: list[tuple[Flight, EncodedAudio]] = []
             for item, error in zip(pending, errors, strict=True):
                 if error is None:
@@ -181,6 +182,7 @@ class StoreStage:
                     flight.leased = False  # the completion deleted the lease: nothing left to renew
                 return
             except CacheUnavailable as exc:
+                ctx.advanced()  # a Redis outage retried here is not a hang
                 attempt += 1
                 ctx.metrics.dependency_errors.labels(dependency="redis").inc()
                 if ctx.config.cache_failure_policy is CacheFailurePolicy.FAIL_OPEN:

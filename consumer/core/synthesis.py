@@ -100,6 +100,7 @@ class EngineStage:
             elapsed = time.perf_counter() - started
             self.busy_s += elapsed
             self._ctx.metrics.engine_busy_seconds.inc(elapsed)
+            self._ctx.advanced()  # the call returned: whatever it said, the engine is not hung
             self._end_crash_watch()
         self._record(batch, outcomes, elapsed)
         produced: Produced = []

@@ -29,7 +29,7 @@ from consumer.core.messages import (
     TopicPartition,
 )
 from consumer.core.offsets import OffsetTracker
-from consumer.core.pipeline import Pipeline
+from consumer.core.pipeline import Pipeline, PipelineProgress
 from consumer.core.results import ResultFactory
 from consumer.core.stage import PipelineConfig, StageContext
 from consumer.core.storage import StoreStage
@@ -37,6 +37,7 @@ from consumer.core.tracing import child_span, parse_traceparent
 from consumer.engine import AudioBuffer, BatchLimits, EngineCapabilities, SynthesisTask, TaskOutcome
 from consumer.engines.null import NullEngine
 from consumer.errors import BrokerUnavailable, FatalError
+from consumer.health import HealthState
 from consumer.metrics import Metrics
 from consumer.ports import Acquired, CachedAudio, Claim, FinishSpec, HeldElsewhere, Hit, Resolution
 from consumer.settings import CacheFailurePolicy, Guarantee
@@ -605,12 +606,12 @@ def test_the_engine_waits_when_storage_falls_behind() -> None:
 
 
 class MemoryRedis:
-    """DedupStore and CrashLedger in memory: every key is free unless `held` says another
-    worker has it; `claim_error` and `renew_error` make those calls raise."""
+    """DedupStore and CrashLedger in memory: every key is free unless `held_elsewhere` says
+    another worker has it; `claim_error` and `renew_error` make those calls raise."""
 
     def __init__(self) -> None:
         self.cached: dict[str, CachedAudio] = {}
-        self.held: set[str] = set()
+        self.held_elsewhere = False
         self.released: list[str] = []
         self.claim_error: Exception | None = None
         self.renew_error: Exception | None = None
@@ -623,7 +624,7 @@ class MemoryRedis:
     def _claim(self, key: str) -> Claim:
         if key in self.cached:
             return Hit(self.cached[key])
-        return HeldElsewhere(10_000) if key in self.held else Acquired()
+        return HeldElsewhere(10_000) if self.held_elsewhere else Acquired()
 
     def renew(self, keys: Sequence[str], owner: str, lease_ttl_ms: int) -> set[str]:
         if self.renew_error is not None:
@@ -744,6 +745,7 @@ def pipelines() -> Iterator[Callable[..., RunningPipeline]]:
         *,
         store: Any = None,
         voices: Any = None,
+        clock: Callable[[], float] = time.monotonic,
         **config: Any,
     ) -> RunningPipeline:
         engine, redis = ScriptedEngine(script), MemoryRedis()
@@ -758,6 +760,7 @@ def pipelines() -> Iterator[Callable[..., RunningPipeline]]:
             metrics=Metrics(),
             config=_pipeline_config(**config),
             deadline_passed=lambda _request: False,
+            clock=clock,
         )
         pipeline.start()
         started.append(pipeline)
@@ -865,7 +868,12 @@ def loops() -> Iterator[Callable[[WorkerLoop], LoopThread]]:
         thread.join(5)
 
 
-def _worker_loop(pipeline: Pipeline, consumer: FakeConsumer, **overrides: Any) -> WorkerLoop:
+def _worker_loop(
+    pipeline: Pipeline,
+    consumer: FakeConsumer,
+    heartbeat: Callable[[PipelineProgress], None] = lambda _progress: None,
+    **overrides: Any,
+) -> WorkerLoop:
     config = LoopConfig(
         lanes={"req": Lane.INTERACTIVE},
         poll_batch_size=10,
@@ -882,6 +890,7 @@ def _worker_loop(pipeline: Pipeline, consumer: FakeConsumer, **overrides: Any) -
         checkpointer,
         metrics=Metrics(),
         config=dataclasses.replace(config, **overrides),
+        heartbeat=heartbeat,
     )
 
 
@@ -921,3 +930,72 @@ def test_a_fatal_engine_error_stops_the_loop_after_committing_what_finished(
     worker.join(5)
     assert isinstance(worker.error, FatalError) and "CUDA context lost" in str(worker.error)
     assert consumer.commits[-1] == {TP: 1}, "the request in the failed batch stays for the restart"
+
+
+# ----------------------------------------------------------------------------------- liveness --
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _health(clock: FakeClock) -> HealthState:
+    health = HealthState(Metrics(), liveness_stall_s=60, pipeline_stall_s=300, clock=clock)
+    health.mark_loop_running(True)
+    return health
+
+
+def test_livez_fails_while_the_engine_hangs_on_work_in_flight(
+    pipelines: Callable[..., RunningPipeline], loops: Callable[[WorkerLoop], LoopThread]
+) -> None:
+    clock, hung = FakeClock(), HungCall()
+    health = _health(clock)
+    running = pipelines(hung, clock=clock)
+    consumer = FakeConsumer()
+    worker = loops(_worker_loop(running.pipeline, consumer, heartbeat=health.beat))
+    consumer.feed([_request_message(0)])
+    _wait_for(hung.entered.is_set, "the engine call")
+    assert health.live()[0], "in the engine for no time yet"
+    clock.now += 301
+    _wait_for(lambda: health.live()[1]["seconds_since_progress"] == 0, "the loop to beat again")
+    ok, detail = health.live()
+    assert not ok, "the loop is fine, but the pipeline has not moved for longer than the bound"
+    assert detail["seconds_since_pipeline_progress"] >= 300
+    hung.release.set()
+    _wait_for(lambda: worker.loop.answered == 1, "the answer")
+    _wait_for(lambda: health.live()[0], "liveness to recover")
+
+
+def test_livez_counts_a_pipeline_stall_from_when_work_arrived() -> None:
+    clock = FakeClock()
+    health = _health(clock)
+    health.beat(PipelineProgress(busy=False, idle_s=0))
+    clock.now += 3600
+    health.beat(PipelineProgress(busy=True, idle_s=3600))
+    assert health.live()[0], "idle for an hour, then work arrived: not a stall"
+    clock.now += 299
+    health.beat(PipelineProgress(busy=True, idle_s=3899))
+    assert health.live()[0]
+    clock.now += 2
+    health.beat(PipelineProgress(busy=True, idle_s=3901))
+    assert not health.live()[0], "work held for longer than the bound with nothing moving"
+    health.beat(PipelineProgress(busy=True, idle_s=0))
+    assert health.live()[0], "a stage moved work on"
+
+
+def test_work_waiting_on_another_worker_is_not_the_pipelines_own(
+    pipelines: Callable[..., RunningPipeline],
+) -> None:
+    running = pipelines()
+    running.redis.held_elsewhere = True
+    running.submit(_request_job(0))
+    _wait_for(lambda: running.pipeline.pending_jobs(Lane.INTERACTIVE) == 1, "the flight to wait")
+    assert not running.pipeline.progress().busy, "the holder's own /livez watches that work"
+    running.redis.held_elsewhere = False
+    running.wait_answers(1)
