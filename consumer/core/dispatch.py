@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import queue
 import time
+from collections.abc import Callable
 
 from consumer.core.flights import Flight, FlightState
 from consumer.core.messages import Job
@@ -87,7 +88,7 @@ class Dispatcher:
             else:
                 new_flights[flight.key] = flight
         if new_flights:
-            self._claim_or_go_without(list(new_flights.values()))
+            self._claiming(self._claim, list(new_flights.values()))
         if retry:
             self._ctx.sleep(RESOLUTION_RETRY_S)
             self.inbound.put(retry)
@@ -134,24 +135,30 @@ class Dispatcher:
         spec = FinishSpec(request.output_format, request.sample_rate_hz, lufs)
         return Flight(key, task, spec, [job], job.lane, voice_token=resolution.key_voice.token())
 
-    def _claim_or_go_without(self, flights: list[Flight]) -> None:
+    def _claiming(self, claim: Callable[[list[Flight]], None], flights: list[Flight]) -> None:
+        """Run `claim` (new keys, or the keys of waiting flights) over `flights`."""
         try:
-            self._claim(flights)
+            claim(flights)
         except FatalError:
             raise
         except Exception:
             # Every Redis error already arrives as CacheUnavailable (handled by the cache policy
-            # in `_claim`); what is left is a bug on the cache's side — an entry that cannot be
-            # read, say — which claiming again would meet again, for ever. So the flights not
-            # placed yet are synthesised without a lease, as under fail_open: the requests are
-            # answered, a duplicate synthesis elsewhere is harmless (content-addressed audio),
-            # and the store stage's cache write replaces the entry.
+            # inside the claims); what is left is a bug on the cache's side — an entry that cannot
+            # be read, say — which claiming again would meet again, for ever. So what the claim
+            # left undecided is synthesised here without a lease, as under fail_open: answered,
+            # a duplicate synthesis elsewhere is harmless (content-addressed audio), and the
+            # store stage's cache write replaces the entry.
             log.exception("claiming %d keys failed; synthesising them without the cache", len(flights))
-            board = self._ctx.board
-            for flight in flights:
-                if not board.has(flight) and any(job.outcome is None for job in flight.jobs):
-                    flight.state = FlightState.QUEUED
-                    board.add(flight)
+            self._synthesise_here(flights)
+
+    def _synthesise_here(self, flights: list[Flight]) -> None:
+        board = self._ctx.board
+        for flight in board.holding(flights, FlightState.WAITING):
+            board.requeue(flight)
+        for flight in flights:
+            if not board.has(flight) and any(job.outcome is None for job in flight.jobs):
+                flight.state = FlightState.QUEUED
+                board.add(flight)
 
     def _claim(self, flights: list[Flight]) -> None:
         ctx = self._ctx
@@ -204,19 +211,8 @@ class Dispatcher:
 
     def _check_waiters(self) -> None:
         due = self._ctx.board.due_waiters(time.monotonic())
-        if not due:
-            return
-        try:
-            self._reclaim(due)
-        except FatalError:
-            raise
-        except Exception:
-            # As in `_claim_or_go_without`: a bug on the cache's side, met again on every check.
-            # The flights still waiting take over and are synthesised here, instead of waiting
-            # for ever for a result we cannot read.
-            log.exception("checking %d waiting keys failed; taking them over", len(due))
-            for flight in self._ctx.board.holding(due, FlightState.WAITING):
-                self._ctx.board.requeue(flight)
+        if due:
+            self._claiming(self._reclaim, due)
 
     def _reclaim(self, due: list[Flight]) -> None:
         ctx = self._ctx

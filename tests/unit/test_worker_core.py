@@ -39,22 +39,14 @@ from consumer.engines.null import NullEngine
 from consumer.errors import BrokerUnavailable, FatalError
 from consumer.health import HealthState
 from consumer.metrics import Metrics
-from consumer.ports import Acquired, CachedAudio, Claim, FinishSpec, HeldElsewhere, Hit, Resolution
+from consumer.ports import Acquired, CachedAudio, Claim, FinishSpec, HeldElsewhere, Hit
 from consumer.settings import CacheFailurePolicy, Guarantee
 from schemas import dlq
 from schemas.codec import request_codec
 from schemas.errors import DecodeError, DecodeReason
-from schemas.model import (
-    AudioFormat,
-    ErrorCode,
-    PresetVoice,
-    RegisteredVoice,
-    SynthesisRequest,
-    Voice,
-    now_ms,
-)
+from schemas.model import AudioFormat, ErrorCode, PresetVoice, RegisteredVoice, SynthesisRequest, now_ms
 from schemas.validation import RequestLimits
-from tests.support.fakes import PresetResolver, WavFinisher
+from tests.support.fakes import PresetResolver, TrippingResolver, WavFinisher
 from tests.support.memory_store import MemoryObjectStore
 
 TP = TopicPartition("req", 0)
@@ -688,15 +680,6 @@ class HungCall:
         return outcomes
 
 
-class TrippingResolver(PresetResolver):
-    """Presets, except that the voice "boom" hits a bug."""
-
-    def resolve(self, voice: Voice) -> Resolution:
-        if voice == PresetVoice("boom"):
-            raise RuntimeError("resolver bug")
-        return super().resolve(voice)
-
-
 def _wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = 5.0) -> None:
     """Look at observable state until it holds, briefly pausing between looks."""
     deadline = time.monotonic() + timeout_s
@@ -822,6 +805,16 @@ def test_a_claim_that_trips_synthesises_without_the_lease(pipelines: Callable[..
     running.wait_answers(1)
     assert _succeeded(job)
     assert job.cache_key in running.redis.cached, "the cache write replaces what could not be read"
+
+
+def test_a_waiter_check_that_trips_takes_the_flight_over(pipelines: Callable[..., RunningPipeline]) -> None:
+    running = pipelines()
+    running.redis.held_elsewhere = True
+    (job,) = running.submit(_request_job(0))
+    _wait_for(lambda: running.pipeline.pending_jobs(Lane.INTERACTIVE) == 1, "the flight to wait")
+    running.redis.claim_error = RuntimeError("unreadable cache entry")
+    running.wait_answers(1)
+    assert _succeeded(job), "synthesised here instead of waiting for a result it cannot read"
 
 
 def test_a_stage_that_cannot_go_on_stops_the_pipeline(pipelines: Callable[..., RunningPipeline]) -> None:
