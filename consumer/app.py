@@ -187,6 +187,7 @@ class WorkerApp:
         health = HealthState(
             self.metrics,
             liveness_stall_s=s.liveness_stall_s,
+            pipeline_stall_s=s.liveness_pipeline_stall_s,
             checks={"redis": redis_store.ping, "s3": lambda: _storage_answers(store, s.s3_audio_bucket)},
             optional=frozenset({"redis"}) if fail_open else frozenset(),
         )

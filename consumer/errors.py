@@ -58,6 +58,11 @@ class ProducerFenced(FatalError):
     """Another instance took over our transactional id: we are a zombie and must stop."""
 
 
+class StageFailed(FatalError):
+    """A pipeline stage met an error it cannot pin on the work it holds: its own bookkeeping is
+    in doubt, and carrying on could leave work that nobody answers."""
+
+
 class ConfigurationError(FatalError):
     """The settings are contradictory or incomplete."""
 

@@ -2,9 +2,11 @@
 
 * /startupz — 200 once the model is loaded and warmed up. The chart's startupProbe uses it, so
   a multi-minute model load needs no fixed initial delay and no liveness failures meanwhile.
-* /livez — 200 while the poll loop completes iterations; 503 when it has not for
-  `liveness_stall_s` (a wedged loop: the pod is restarted). Before the loop starts it is 200:
-  the startup probe covers that period.
+* /livez — 200 while the poll loop completes iterations and the pipeline moves its work on;
+  503 when the loop has not come round for `liveness_stall_s` (a wedged loop), or when the
+  pipeline has held work of its own for `liveness_pipeline_stall_s` with no stage moving any of
+  it on (a hung engine or CUDA call, a deadlock between stages): the pod is restarted. Before
+  the loop starts it is 200: the startup probe covers that period.
 * /readyz — 200 when started, the loop runs, and Kafka, Redis and S3 answered the last
   background check. Redis down is "degraded" but still ready under the fail_open policy.
 """
@@ -17,11 +19,14 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from consumer.metrics import Metrics
+
+if TYPE_CHECKING:  # annotations only: the health server needs none of the pipeline's modules
+    from consumer.core.pipeline import PipelineProgress
 
 log = logging.getLogger(__name__)
 
@@ -34,19 +39,25 @@ class HealthState:
         metrics: Metrics,
         *,
         liveness_stall_s: float,
+        pipeline_stall_s: float | None = None,
         checks: dict[str, DependencyCheck] | None = None,
         optional: frozenset[str] = frozenset(),
         check_interval_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._metrics = metrics
         self._stall_s = liveness_stall_s
+        self._pipeline_stall_s = pipeline_stall_s  # None: the pipeline is not watched
+        self._clock = clock
+        # When the pipeline last moved its work on, on our clock; None while it holds none.
+        self._pipeline_moved_at: float | None = None
         self._checks = checks or {}
         self._optional = optional
         self._interval_s = check_interval_s
         self._status: dict[str, bool] = dict.fromkeys(self._checks, False)
         self._started = False
         self._loop_running = False
-        self._last_beat = time.monotonic()
+        self._last_beat = clock()
         self._stop = threading.Event()
         self._lock = threading.Lock()
 
@@ -62,12 +73,24 @@ class HealthState:
 
     def mark_loop_running(self, running: bool) -> None:
         self._loop_running = running
-        self._last_beat = time.monotonic()
+        self._last_beat = self._clock()
 
-    def beat(self) -> None:
-        now = time.monotonic()
+    def beat(self, pipeline: PipelineProgress | None = None) -> None:
+        """The loop came round; `pipeline` says how the pipeline is getting on."""
+        now = self._clock()
         self._last_beat = now
         self._metrics.last_progress.set(time.time())
+        if pipeline is not None:
+            self._track_pipeline(now, pipeline)
+
+    def _track_pipeline(self, now: float, pipeline: PipelineProgress) -> None:
+        if not pipeline.busy:
+            self._pipeline_moved_at = None  # nothing of its own in hand: nothing to wait for
+            return
+        # Work that has just arrived is not stalled however long the pipeline was idle before:
+        # the stall is counted from the later of its arrival and the last move.
+        arrived = now if self._pipeline_moved_at is None else self._pipeline_moved_at
+        self._pipeline_moved_at = max(arrived, now - pipeline.idle_s)
 
     def run_checks(self) -> None:
         results = {}
@@ -106,8 +129,16 @@ class HealthState:
     def live(self) -> tuple[bool, dict[str, Any]]:
         if not self._loop_running:
             return True, {"loop": "not started"}
-        stalled_for = time.monotonic() - self._last_beat
-        return stalled_for < self._stall_s, {"seconds_since_progress": round(stalled_for, 3)}
+        now = self._clock()
+        loop_stalled = now - self._last_beat
+        ok = loop_stalled < self._stall_s
+        detail: dict[str, Any] = {"seconds_since_progress": round(loop_stalled, 3)}
+        moved_at = self._pipeline_moved_at
+        if self._pipeline_stall_s is not None and moved_at is not None:
+            pipeline_stalled = now - moved_at
+            ok = ok and pipeline_stalled < self._pipeline_stall_s
+            detail["seconds_since_pipeline_progress"] = round(pipeline_stalled, 3)
+        return ok, detail
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
         with self._lock:

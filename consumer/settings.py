@@ -290,6 +290,14 @@ class WorkerSettings(BaseSettings):
     liveness_stall_s: float = Field(
         default=60.0, gt=0, description="/livez fails after the loop stalls this long."
     )
+    # Its own bound, not liveness_stall_s: a poll-loop iteration takes milliseconds, an engine
+    # batch on a slow GPU can take minutes, and a restart in the middle of it only reloads the model.
+    liveness_pipeline_stall_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="/livez fails when the pipeline holds work and no stage has moved any of it on "
+        "for this long (a hung engine or CUDA call); keep it above the slowest engine batch.",
+    )
     poison_max_attempts: int = Field(
         default=3, ge=1, description="A message in the engine during this many crashes goes to the DLQ."
     )

@@ -12,15 +12,17 @@ from __future__ import annotations
 import logging
 import queue
 import time
+from collections.abc import Callable
 
 from consumer.core.flights import Flight, FlightState
 from consumer.core.messages import Job
-from consumer.core.stage import StageContext
+from consumer.core.stage import StageContext, unexpected
 from consumer.engine import SynthesisTask
-from consumer.errors import CacheUnavailable, RetryableError, VoiceResolutionError
+from consumer.errors import CacheUnavailable, FatalError, RetryableError, VoiceResolutionError
 from consumer.ports import Acquired, AudioFinisher, CachedAudio, FinishSpec, HeldElsewhere, Hit, VoiceResolver
 from consumer.settings import CacheFailurePolicy
 from schemas.keys import CacheKeyInputs, cache_key, normalise_text
+from schemas.model import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,15 @@ class Dispatcher:
                 log.warning("voice resolution failed, retrying: %s", exc)
                 retry.append(job)
                 continue
+            except FatalError:
+                raise
+            except Exception as exc:
+                # This request fails alone (INTERNAL), not retried: its voice and key depend on
+                # it only, and the outages met on the way arrive as RetryableError above; any
+                # other error would come back on every retry while its neighbours go on.
+                log.exception("dispatching a request failed", extra=job.log_context())
+                self._ctx.fail([job], ErrorCode.INTERNAL, unexpected(exc, "dispatcher"), retryable=False)
+                continue
             if flight is None:
                 continue  # answered already, or joined a flight in progress
             existing = new_flights.get(flight.key)
@@ -77,7 +88,7 @@ class Dispatcher:
             else:
                 new_flights[flight.key] = flight
         if new_flights:
-            self._claim(list(new_flights.values()))
+            self._claiming(self._claim, list(new_flights.values()))
         if retry:
             self._ctx.sleep(RESOLUTION_RETRY_S)
             self.inbound.put(retry)
@@ -123,6 +134,31 @@ class Dispatcher:
         )
         spec = FinishSpec(request.output_format, request.sample_rate_hz, lufs)
         return Flight(key, task, spec, [job], job.lane, voice_token=resolution.key_voice.token())
+
+    def _claiming(self, claim: Callable[[list[Flight]], None], flights: list[Flight]) -> None:
+        """Run `claim` (new keys, or the keys of waiting flights) over `flights`."""
+        try:
+            claim(flights)
+        except FatalError:
+            raise
+        except Exception:
+            # Every Redis error already arrives as CacheUnavailable (handled by the cache policy
+            # inside the claims); what is left is a bug on the cache's side — an entry that cannot
+            # be read, say — which claiming again would meet again, for ever. So what the claim
+            # left undecided is synthesised here without a lease, as under fail_open: answered,
+            # a duplicate synthesis elsewhere is harmless (content-addressed audio), and the
+            # store stage's cache write replaces the entry.
+            log.exception("claiming %d keys failed; synthesising them without the cache", len(flights))
+            self._synthesise_here(flights)
+
+    def _synthesise_here(self, flights: list[Flight]) -> None:
+        board = self._ctx.board
+        for flight in board.holding(flights, FlightState.WAITING):
+            board.requeue(flight)
+        for flight in flights:
+            if not board.has(flight) and any(job.outcome is None for job in flight.jobs):
+                flight.state = FlightState.QUEUED
+                board.add(flight)
 
     def _claim(self, flights: list[Flight]) -> None:
         ctx = self._ctx
@@ -174,10 +210,12 @@ class Dispatcher:
         ctx.answer(jobs)
 
     def _check_waiters(self) -> None:
+        due = self._ctx.board.due_waiters(time.monotonic())
+        if due:
+            self._claiming(self._reclaim, due)
+
+    def _reclaim(self, due: list[Flight]) -> None:
         ctx = self._ctx
-        due = ctx.board.due_waiters(time.monotonic())
-        if not due:
-            return
         try:
             claims = ctx.dedup.claim([f.key for f in due], ctx.owner, ctx.config.lease_ttl_ms)
         except CacheUnavailable:

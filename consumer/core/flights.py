@@ -185,6 +185,21 @@ class FlightBoard:
         with self._lock:
             return min((f.next_check for f in self._waiting.values()), default=None)
 
+    def has(self, flight: Flight) -> bool:
+        with self._lock:
+            return self._flights.get(flight.key) is flight
+
+    def holding(self, flights: Iterable[Flight], state: FlightState) -> list[Flight]:
+        """Those of `flights` still on the board (not finished or replaced) and in `state`."""
+        with self._lock:
+            return [f for f in flights if self._flights.get(f.key) is f and f.state is state]
+
+    def working(self) -> bool:
+        """Whether any flight is this worker's to move on: queued, in the engine or being stored
+        (not waiting for another worker's result)."""
+        with self._lock:
+            return any(f.state is not FlightState.WAITING for f in self._flights.values())
+
     def held_keys(self) -> list[str]:
         with self._lock:
             return [f.key for f in self._flights.values() if f.leased]

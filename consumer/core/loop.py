@@ -20,7 +20,7 @@ from consumer.core.flow import FlowController, FlowInputs
 from consumer.core.intake import DecodeRetryLater, Intake
 from consumer.core.messages import InboundMessage, Job, Lane, TopicPartition
 from consumer.core.offsets import OffsetTracker
-from consumer.core.pipeline import Pipeline
+from consumer.core.pipeline import Pipeline, PipelineProgress
 from consumer.errors import BrokerUnavailable
 from consumer.metrics import Metrics
 from consumer.ports import ConsumerPort
@@ -53,7 +53,7 @@ class WorkerLoop:
         *,
         metrics: Metrics,
         config: LoopConfig,
-        heartbeat: Callable[[], None] = lambda: None,
+        heartbeat: Callable[[PipelineProgress], None] = lambda _progress: None,
     ) -> None:
         self._consumer = consumer
         self._intake = intake
@@ -101,7 +101,7 @@ class WorkerLoop:
             self._settle_completed()
             self._maybe_commit()
             self._update_flow()
-            self._heartbeat()
+            self._beat()
             self._check_run_limits()
             if self._pipeline.fatal is not None:
                 # Nothing more can be answered; commit what is finished, then fail loudly.
@@ -191,6 +191,10 @@ class WorkerLoop:
         )
         self._flow.update(FlowInputs(self._in_flight, backlog, stopping=self._stop.is_set()))
 
+    def _beat(self) -> None:
+        """/livez: the loop came round again; with it, how the pipeline is getting on."""
+        self._heartbeat(self._pipeline.progress())
+
     def _check_run_limits(self) -> None:
         limit = self._config.max_messages
         if limit is not None and self._answered >= limit:
@@ -215,7 +219,7 @@ class WorkerLoop:
             self._maybe_commit(force=True)
             if not self._tracker.unfinished(tps) or time.monotonic() >= deadline:
                 return
-            self._heartbeat()
+            self._beat()
             time.sleep(0.01)
 
     def _shutdown(self) -> None:

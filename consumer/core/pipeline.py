@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from consumer.core.dispatch import Dispatcher
 from consumer.core.messages import Job, Lane, TopicPartition
@@ -30,7 +32,20 @@ from consumer.metrics import Metrics
 from consumer.ports import AudioFinisher, CrashLedger, DedupStore, ObjectStore, VoiceResolver
 from schemas.model import SynthesisRequest
 
-__all__ = ["Pipeline", "PipelineConfig"]
+__all__ = ["Pipeline", "PipelineConfig", "PipelineProgress"]
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineProgress:
+    """What /livez watches in the pipeline (consumer/health.py)."""
+
+    # Flights that are this worker's to move on: queued for the engine, in it, or being stored.
+    # Flights waiting for another worker's result do not count: that worker's /livez covers its
+    # own hang, and counting them would restart its waiters along with it.
+    busy: bool
+    # Seconds since a stage last moved work on (an answer, or an engine, storage or cache call
+    # that returned).
+    idle_s: float
 
 
 class Pipeline:
@@ -47,8 +62,9 @@ class Pipeline:
         metrics: Metrics,
         config: PipelineConfig,
         deadline_passed: Callable[[SynthesisRequest], bool],
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._ctx = StageContext(config=config, dedup=dedup, results=results, metrics=metrics)
+        self._ctx = StageContext(config=config, dedup=dedup, results=results, metrics=metrics, clock=clock)
         self._dispatcher = Dispatcher(self._ctx, engine_name=engine.name, voices=voices, finisher=finisher)
         self._store = StoreStage(self._ctx, engine_name=engine.name, finisher=finisher, store=store)
         self._engine = EngineStage(
@@ -94,6 +110,10 @@ class Pipeline:
                 out.append(self._ctx.completed.get_nowait())
             except queue.Empty:
                 return out
+
+    def progress(self) -> PipelineProgress:
+        ctx = self._ctx
+        return PipelineProgress(busy=ctx.board.working(), idle_s=ctx.clock() - ctx.last_progress)
 
     def pending_jobs(self, lane: Lane) -> int:
         return self._ctx.board.pending_jobs(lane)

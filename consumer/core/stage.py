@@ -10,11 +10,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from consumer.core.flights import Flight, FlightBoard
+from consumer.core.flights import Flight, FlightBoard, FlightState
 from consumer.core.messages import Job
 from consumer.core.results import ResultFactory
 from consumer.engine import BatchLimits, FailureKind, TaskFailure
-from consumer.errors import CacheUnavailable, FatalError
+from consumer.errors import CacheUnavailable, FatalError, StageFailed
 from consumer.metrics import Metrics
 from consumer.ports import DedupStore
 from consumer.settings import CacheFailurePolicy
@@ -56,11 +56,20 @@ class StageContext:
     completed: queue.SimpleQueue[Job] = field(default_factory=queue.SimpleQueue)
     stopping: threading.Event = field(default_factory=threading.Event)
     fatal: FatalError | None = None
+    clock: Callable[[], float] = time.monotonic
+    last_progress: float = field(init=False)
 
     def __post_init__(self) -> None:
         # "<instance>|<incarnation>": a restarted instance is a new owner, and takes over the leases
         # its dead predecessor left at once (see the claim script) instead of waiting them out.
         self.owner = f"{self.config.instance_id}|{time.time_ns()}"
+        self.last_progress = self.clock()
+
+    def advanced(self) -> None:
+        """A stage moved work on: it answered jobs, or a call to the engine, storage or the cache
+        returned (even with an error: an outage being retried is not a hang). /livez watches
+        this (Pipeline.progress)."""
+        self.last_progress = self.clock()
 
     def sleep(self, seconds: float) -> bool:
         """Wait up to `seconds`; True when the pipeline is stopping."""
@@ -69,6 +78,13 @@ class StageContext:
     def answer(self, jobs: Sequence[Job]) -> None:
         for job in jobs:
             self.completed.put(job)
+        if jobs:
+            self.advanced()
+
+    def fail(self, jobs: Sequence[Job], code: ErrorCode, message: str, *, retryable: bool) -> None:
+        for job in jobs:
+            job.outcome = self.results.failure(job, code, message, retryable=retryable)
+        self.answer(jobs)
 
     def release(self, flights: Sequence[Flight]) -> None:
         keys = [f.key for f in flights if f.leased]
@@ -87,26 +103,31 @@ class StageContext:
         self.stopping.set()
         self.board.close()
 
-    def guarded(self, fn: Callable[..., None], *args: object) -> None:
-        """Run a pool task; a fatal error stops the pipeline instead of vanishing in the pool."""
+    def contain(self, name: str, fn: Callable[..., None], *args: object) -> None:
+        """Run a stage's step or pool task. The stages answer or retry the flights they hold when
+        something unexpected happens to them (`give_back`); an exception that still gets here is
+        one the stage could not pin on its work — its own bookkeeping (the board, lease renewal,
+        the hand-over to storage) is in doubt. Logging and carrying on would leave work that
+        nobody answers and leases renewed for ever, so the worker stops: the loop commits what
+        finished and exits 1, and the restart consumes the rest again."""
         try:
             fn(*args)
         except FatalError as exc:
             self.die(exc)
-        except Exception:
-            log.exception("pipeline task failed")
+        except Exception as exc:
+            log.exception("the %s stage cannot go on", name)
+            self.die(StageFailed(unexpected(exc, name)))
 
     def forever(self, name: str, step: Callable[[], None]) -> None:
-        """A stage thread's body: run `step` until stopping; a bug is logged and paused on,
-        never allowed to kill the thread silently; a fatal error stops the pipeline."""
+        """A stage thread's body: run `step` until stopping (or until `contain` stops it)."""
         while not self.stopping.is_set():
-            try:
-                step()
-            except FatalError as exc:
-                self.die(exc)
-            except Exception:
-                log.exception("%s iteration failed", name)
-                self.sleep(0.5)
+            self.contain(name, step)
+
+    def give_back(self, flights: Sequence[Flight], state: FlightState, failure: TaskFailure) -> None:
+        """A stage met an unexpected error with `flights` in hand: those still on the board in
+        `state` (not yet handed on, answered or requeued) are retried or failed per `failure`."""
+        for flight in self.board.holding(flights, state):
+            self.retry_or_fail(flight, failure)
 
     def retry_or_fail(self, flight: Flight, failure: TaskFailure) -> None:
         """A transient failure is retried with doubling back-off up to the limit; anything else
@@ -118,13 +139,16 @@ class StageContext:
                 flight, delay_s=self.config.engine_retry_backoff_s * (2 ** (flight.retries - 1))
             )
             return
-        jobs = self.board.finish(flight)
         try:
             code = ErrorCode(failure.code)
         except ValueError:
             code = ErrorCode.ENGINE_ERROR
         retryable = failure.kind is FailureKind.TRANSIENT
-        for job in jobs:
-            job.outcome = self.results.failure(job, code, failure.message, retryable=retryable)
-        self.answer(jobs)
+        self.fail(self.board.finish(flight), code, failure.message, retryable=retryable)
         self.release([flight])
+
+
+def unexpected(exc: Exception, stage: str) -> str:
+    """What a result or a fatal error says about an error nobody anticipated: its type only,
+    since its text may quote the request."""
+    return f"unexpected {type(exc).__name__} in the {stage} stage"

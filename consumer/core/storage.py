@@ -13,8 +13,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from consumer.core.flights import Flight
-from consumer.core.stage import StageContext, backoff_s
+from consumer.core.flights import Flight, FlightState
+from consumer.core.stage import StageContext, backoff_s, unexpected
 from consumer.core.synthesis import Produced
 from consumer.engine import FailureKind, TaskFailure
 from consumer.errors import CacheUnavailable, FatalError, PermanentError, RetryableError
@@ -50,9 +50,23 @@ class StoreStage:
 
     def _store_then_free_slot(self, produced: Produced, synthesis_ms: int) -> None:
         try:
-            self._ctx.guarded(self._store_batch, produced, synthesis_ms)
+            self._ctx.contain("store", self._store_or_give_back, produced, synthesis_ms)
         finally:
             self._slots.release()
+
+    def _store_or_give_back(self, produced: Produced, synthesis_ms: int) -> None:
+        try:
+            self._store_batch(produced, synthesis_ms)
+        except FatalError:
+            raise
+        except Exception as exc:
+            # Failed (INTERNAL), not retried: the engine's work is done, and the outages this
+            # stage knows (S3, Redis) are retried in place above; what is left is a bug in
+            # storing, which a retry would meet again after paying for the synthesis again —
+            # the choice already made for a post-processing failure.
+            log.exception("storing a batch of %d failed", len(produced))
+            failure = TaskFailure(FailureKind.INVALID, unexpected(exc, "store"), "INTERNAL")
+            self._ctx.give_back([flight for flight, _ in produced], FlightState.STORING, failure)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -117,6 +131,7 @@ class StoreStage:
             started = time.perf_counter()
             errors = self._store.put_many(ctx.config.audio_bucket, [self._object(f, a) for f, a in pending])
             ctx.metrics.storage_latency.labels(operation="put").observe(time.perf_counter() - started)
+            ctx.advanced()  # an S3 outage retried here is not a hang
             retry: list[tuple[Flight, EncodedAudio]] = []
             for item, error in zip(pending, errors, strict=True):
                 if error is None:
@@ -167,6 +182,7 @@ class StoreStage:
                     flight.leased = False  # the completion deleted the lease: nothing left to renew
                 return
             except CacheUnavailable as exc:
+                ctx.advanced()  # a Redis outage retried here is not a hang
                 attempt += 1
                 ctx.metrics.dependency_errors.labels(dependency="redis").inc()
                 if ctx.config.cache_failure_policy is CacheFailurePolicy.FAIL_OPEN:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from consumer.core.flights import Flight, FlightState
 from consumer.core.messages import DeadLetter, Job
-from consumer.core.stage import StageContext
+from consumer.core.stage import StageContext, unexpected
 from consumer.engine import (
     AudioBuffer,
     Engine,
@@ -25,7 +25,7 @@ from consumer.engine import (
     TaskFailure,
     TaskOutcome,
 )
-from consumer.errors import CacheUnavailable
+from consumer.errors import CacheUnavailable, FatalError
 from consumer.ports import CrashLedger
 from schemas.dlq import DlqReason
 from schemas.model import ErrorCode, SynthesisRequest
@@ -63,12 +63,31 @@ class EngineStage:
             self._run(batch)
 
     def _run(self, batch: list[Flight]) -> None:
+        try:
+            self._synthesise(batch)
+        except FatalError:
+            raise
+        except Exception as exc:
+            # An engine that raised something other than EngineError, or a bug around the call:
+            # treated as a failed batch, like EngineError — retried with back-off up to
+            # TTS_ENGINE_MAX_RETRIES, then failed (ENGINE_ERROR, retryable) — since it may well
+            # pass (a driver hiccup) and the bound means it can never hold the flights for ever.
+            # An engine that knows its accelerator is gone raises a FatalError instead.
+            log.exception("engine stage failed on a batch of %d", len(batch))
+            failure = TaskFailure(FailureKind.TRANSIENT, unexpected(exc, "engine"))
+            self._ctx.give_back(batch, FlightState.RUNNING, failure)
+
+    def _synthesise(self, batch: list[Flight]) -> None:
         batch = self._screen_crash_loops(self._drop_expired(batch))
         if not batch:
             return
         started = time.perf_counter()
         try:
             outcomes = self._engine.synthesize([f.task for f in batch])
+            if len(outcomes) != len(batch):
+                # An engine bug, not a bad input: a failed batch like any other (retried, then
+                # failed), raised here so that the handler below answers every flight of it.
+                raise EngineError(f"engine returned {len(outcomes)} outcomes for {len(batch)} tasks")
         except EngineOutOfMemory as exc:
             self._split_after_oom(batch, exc)
             return
@@ -81,19 +100,27 @@ class EngineStage:
             elapsed = time.perf_counter() - started
             self.busy_s += elapsed
             self._ctx.metrics.engine_busy_seconds.inc(elapsed)
+            self._ctx.advanced()  # the call returned: whatever it said, the engine is not hung
             self._end_crash_watch()
-        if len(outcomes) != len(batch):
-            raise EngineError(f"engine returned {len(outcomes)} outcomes for {len(batch)} tasks")
         self._record(batch, outcomes, elapsed)
         produced: Produced = []
         for flight, outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, AudioBuffer):
-                flight.state = FlightState.STORING
                 produced.append((flight, outcome))
             else:
                 self._ctx.retry_or_fail(flight, outcome)
         if produced:
-            self._produced(produced, int(elapsed * 1000 / len(batch)))
+            self._hand_over(produced, int(elapsed * 1000 / len(batch)))
+
+    def _hand_over(self, produced: Produced, synthesis_ms: int) -> None:
+        for flight, _ in produced:
+            flight.state = FlightState.STORING
+        try:
+            self._produced(produced, synthesis_ms)
+        except Exception:
+            for flight, _ in produced:  # not taken: still ours to retry (see `_run`)
+                flight.state = FlightState.RUNNING
+            raise
 
     def _record(self, batch: list[Flight], outcomes: list[TaskOutcome], elapsed: float) -> None:
         metrics = self._ctx.metrics

@@ -49,3 +49,12 @@ class PresetResolver:
         if isinstance(voice, PresetVoice):
             return Resolution(ResolvedVoice(preset=voice.name))
         raise VoiceResolutionError(ErrorCode.VOICE_NOT_FOUND, "only presets in this fake")
+
+
+class TrippingResolver(PresetResolver):
+    """Presets, except that the voice "boom" trips over a bug."""
+
+    def resolve(self, voice: Voice) -> Resolution:
+        if voice == PresetVoice("boom"):
+            raise RuntimeError("resolver bug")
+        return super().resolve(voice)

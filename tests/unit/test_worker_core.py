@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
+import queue
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -15,6 +18,7 @@ from consumer.core.dispatch import Dispatcher
 from consumer.core.flights import Flight, FlightBoard, FlightState
 from consumer.core.flow import FlowController, FlowInputs
 from consumer.core.intake import DecodeRetryLater, Intake, IntakePolicy
+from consumer.core.loop import LoopConfig, WorkerLoop
 from consumer.core.messages import (
     Answer,
     DeadLetter,
@@ -25,20 +29,25 @@ from consumer.core.messages import (
     TopicPartition,
 )
 from consumer.core.offsets import OffsetTracker
+from consumer.core.pipeline import Pipeline, PipelineProgress
 from consumer.core.results import ResultFactory
 from consumer.core.stage import PipelineConfig, StageContext
 from consumer.core.storage import StoreStage
 from consumer.core.tracing import child_span, parse_traceparent
-from consumer.engine import AudioBuffer, BatchLimits, EngineCapabilities, SynthesisTask
-from consumer.errors import BrokerUnavailable
+from consumer.engine import AudioBuffer, BatchLimits, EngineCapabilities, SynthesisTask, TaskOutcome
+from consumer.engines.null import NullEngine
+from consumer.errors import BrokerUnavailable, FatalError
+from consumer.health import HealthState
 from consumer.metrics import Metrics
-from consumer.ports import FinishSpec
+from consumer.ports import Acquired, CachedAudio, Claim, FinishSpec, HeldElsewhere, Hit
 from consumer.settings import CacheFailurePolicy, Guarantee
 from schemas import dlq
 from schemas.codec import request_codec
 from schemas.errors import DecodeError, DecodeReason
 from schemas.model import AudioFormat, ErrorCode, PresetVoice, RegisteredVoice, SynthesisRequest, now_ms
 from schemas.validation import RequestLimits
+from tests.support.fakes import PresetResolver, TrippingResolver, WavFinisher
+from tests.support.memory_store import MemoryObjectStore
 
 TP = TopicPartition("req", 0)
 
@@ -195,10 +204,38 @@ def test_next_batch_returns_empty_after_its_timeout_and_on_close() -> None:
 
 
 class FakeConsumer:
+    """The loop's Kafka consumer: assigns TP on subscribe and hands out what `feed` queued."""
+
     def __init__(self) -> None:
         self.paused: set[TopicPartition] = set()
         self.commits: list[dict[TopicPartition, int]] = []
         self.position: dict[TopicPartition, int] = {}
+        self._fed: queue.SimpleQueue[InboundMessage] = queue.SimpleQueue()
+
+    def feed(self, messages: Sequence[InboundMessage]) -> None:
+        for message in messages:
+            self._fed.put(message)
+
+    def subscribe(self, topics: Sequence[str], on_assign: Any, on_revoke: Any, on_lost: Any) -> None:
+        on_assign([TP])
+
+    def consume(self, max_messages: int, timeout_s: float) -> list[InboundMessage]:
+        try:
+            out = [self._fed.get(timeout=timeout_s)]  # the broker's poll timeout, not a sync point
+        except queue.Empty:
+            return []
+        while len(out) < max_messages and not self._fed.empty():
+            out.append(self._fed.get_nowait())
+        return out
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        return None
+
+    def lag(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        return dict.fromkeys(tps, 0)
+
+    def close(self) -> None:
+        return None
 
     def pause(self, tps: Sequence[TopicPartition]) -> None:
         self.paused.update(tps)
@@ -258,8 +295,12 @@ def test_held_partitions_stay_paused_until_their_time() -> None:
 # ------------------------------------------------------------------------------------ intake --
 
 
+def _results() -> ResultFactory:
+    return ResultFactory(engine="null", model_version="m", worker_id="w", results_topic="res")
+
+
 def _intake(capabilities: EngineCapabilities | None = None, decode: Any = None) -> Intake:
-    results = ResultFactory(engine="e", model_version="m", worker_id="w", results_topic="res")
+    results = _results()
     policy = IntakePolicy(
         limits=RequestLimits(),
         capabilities=capabilities
@@ -269,8 +310,8 @@ def _intake(capabilities: EngineCapabilities | None = None, decode: Any = None) 
     return Intake(decode or request_codec().decode, results, policy)
 
 
-def _message(request: SynthesisRequest, **kw: Any) -> InboundMessage:
-    return InboundMessage("req", 0, 1, b"k", request_codec().encode(request), **kw)
+def _message(request: SynthesisRequest, offset: int = 1, **kw: Any) -> InboundMessage:
+    return InboundMessage("req", 0, offset, b"k", request_codec().encode(request), **kw)
 
 
 def _request(**fields: Any) -> SynthesisRequest:
@@ -366,11 +407,16 @@ class FakeProducer:
         self.events.append("abort")
 
 
-def _answered_job(offset: int) -> Job:
+def _request_job(offset: int, **fields: Any) -> Job:
+    """A decoded job with a text of its own (so a cache key of its own)."""
     job = _job(offset)
-    job.request = _request(request_id=f"r{offset}")
-    factory = ResultFactory(engine="e", model_version="m", worker_id="w", results_topic="res")
-    job.outcome = factory.failure(job, ErrorCode.EXPIRED, "late")
+    job.request = _request(**{"request_id": f"r{offset}", "text": f"hello {offset}", **fields})
+    return job
+
+
+def _answered_job(offset: int) -> Job:
+    job = _request_job(offset)
+    job.outcome = _results().failure(job, ErrorCode.EXPIRED, "late")
     return job
 
 
@@ -478,7 +524,7 @@ class RenewingStore:
         return {k for k in keys if k in self.kept}
 
 
-def _stage_context(store: Any) -> StageContext:
+def _pipeline_config(**overrides: Any) -> PipelineConfig:
     config = PipelineConfig(
         instance_id="w",
         model_version="m",
@@ -494,8 +540,11 @@ def _stage_context(store: Any) -> StageContext:
         engine_retry_backoff_s=0.0,
         poison_max_attempts=2,
     )
-    results = ResultFactory(engine="null", model_version="m", worker_id="w", results_topic="res")
-    return StageContext(config, store, results, Metrics())
+    return dataclasses.replace(config, **overrides)
+
+
+def _stage_context(store: Any) -> StageContext:
+    return StageContext(_pipeline_config(), store, _results(), Metrics())
 
 
 def _renewal(store: RenewingStore, *flights: Flight) -> None:
@@ -543,3 +592,403 @@ def test_the_engine_waits_when_storage_falls_behind() -> None:
     fifth.join(5)
     assert not fifth.is_alive(), "once storage catches up the engine goes on"
     stage.close()
+
+
+# ------------------------------------------------------------ pipeline: unexpected failures --
+
+
+class MemoryRedis:
+    """DedupStore and CrashLedger in memory: every key is free unless `held_elsewhere` says
+    another worker has it; `claim_error` and `renew_error` make those calls raise."""
+
+    def __init__(self) -> None:
+        self.cached: dict[str, CachedAudio] = {}
+        self.held_elsewhere = False
+        self.released: list[str] = []
+        self.claim_error: Exception | None = None
+        self.renew_error: Exception | None = None
+
+    def claim(self, keys: Sequence[str], owner: str, lease_ttl_ms: int) -> dict[str, Claim]:
+        if self.claim_error is not None:
+            raise self.claim_error
+        return {key: self._claim(key) for key in keys}
+
+    def _claim(self, key: str) -> Claim:
+        if key in self.cached:
+            return Hit(self.cached[key])
+        return HeldElsewhere(10_000) if self.held_elsewhere else Acquired()
+
+    def renew(self, keys: Sequence[str], owner: str, lease_ttl_ms: int) -> set[str]:
+        if self.renew_error is not None:
+            raise self.renew_error
+        return set(keys)
+
+    def complete(self, key: str, audio: CachedAudio, owner: str, cache_ttl_s: int) -> None:
+        self.cached[key] = audio
+
+    def complete_many(self, entries: Sequence[tuple[str, CachedAudio]], owner: str, cache_ttl_s: int) -> None:
+        self.cached.update(entries)
+
+    def release(self, keys: Sequence[str], owner: str) -> None:
+        self.released.extend(keys)
+
+    def count_lookups(self, hits: int, misses: int) -> None:
+        return None
+
+    def recover(self, instance_id: str) -> int:
+        return 0
+
+    def begin(self, instance_id: str, message_ids: Sequence[str]) -> dict[str, int]:
+        return {}
+
+    def end(self, instance_id: str) -> None:
+        return None
+
+
+Script = Callable[[list[TaskOutcome]], list[TaskOutcome]]
+
+
+class ScriptedEngine(NullEngine):
+    """The null engine, whose outcomes pass through `script` first: a script may raise,
+    miscount, or hold the batch (a hung engine call)."""
+
+    def __init__(self, script: Script) -> None:
+        super().__init__()
+        self.script = script
+
+    def synthesize(self, tasks: Sequence[SynthesisTask]) -> list[TaskOutcome]:
+        return self.script(super().synthesize(tasks))
+
+
+def _raise(exc: Exception) -> Callable[..., Any]:
+    def fail(*_args: Any) -> Any:
+        raise exc
+
+    return fail
+
+
+class HungCall:
+    """A script that holds every batch until released: an engine or CUDA call that never returns."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, outcomes: list[TaskOutcome]) -> list[TaskOutcome]:
+        self.entered.set()
+        self.release.wait(10)
+        return outcomes
+
+
+def _wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = 5.0) -> None:
+    """Look at observable state until it holds, briefly pausing between looks."""
+    deadline = time.monotonic() + timeout_s
+    pause = threading.Event()
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        pause.wait(0.005)
+
+
+def _failure(job: Job) -> tuple[ErrorCode, bool]:
+    assert isinstance(job.outcome, Answer) and job.outcome.result.error is not None, "a failed result"
+    return job.outcome.result.error.code, job.outcome.result.error.retryable
+
+
+def _succeeded(job: Job) -> bool:
+    return isinstance(job.outcome, Answer) and job.outcome.result.error is None
+
+
+@dataclasses.dataclass
+class RunningPipeline:
+    pipeline: Pipeline
+    engine: ScriptedEngine
+    redis: MemoryRedis
+    answered: list[Job] = dataclasses.field(default_factory=list)
+
+    def submit(self, *jobs: Job) -> list[Job]:
+        self.pipeline.submit(list(jobs))
+        return list(jobs)
+
+    def wait_answers(self, count: int) -> list[Job]:
+        def collected() -> bool:
+            self.answered.extend(self.pipeline.completed())
+            return len(self.answered) >= count
+
+        _wait_for(collected, f"{count} answers")
+        return self.answered
+
+
+@pytest.fixture
+def pipelines() -> Iterator[Callable[..., RunningPipeline]]:
+    """Starts pipelines over in-memory ports (stopped after the test)."""
+    started: list[Pipeline] = []
+
+    def start(
+        script: Script = lambda outcomes: outcomes,
+        *,
+        store: Any = None,
+        voices: Any = None,
+        clock: Callable[[], float] = time.monotonic,
+        **config: Any,
+    ) -> RunningPipeline:
+        engine, redis = ScriptedEngine(script), MemoryRedis()
+        pipeline = Pipeline(
+            engine=engine,
+            finisher=WavFinisher(),
+            store=store or MemoryObjectStore(),
+            dedup=redis,
+            crashes=redis,
+            voices=voices or PresetResolver(),
+            results=_results(),
+            metrics=Metrics(),
+            config=_pipeline_config(**config),
+            deadline_passed=lambda _request: False,
+            clock=clock,
+        )
+        pipeline.start()
+        started.append(pipeline)
+        return RunningPipeline(pipeline, engine, redis)
+
+    yield start
+    for pipeline in started:
+        pipeline.stop(timeout_s=1.0)
+
+
+def test_an_unexpected_engine_exception_retries_the_batch_then_fails_it(
+    pipelines: Callable[..., RunningPipeline],
+) -> None:
+    running = pipelines(_raise(RuntimeError("driver hiccup")))
+    jobs = running.submit(_request_job(0), _request_job(1))
+    running.wait_answers(2)
+    assert {_failure(job) for job in jobs} == {(ErrorCode.ENGINE_ERROR, True)}
+    assert running.engine.invocations.tasks == 4, "each task tried once and retried once"
+    assert sorted(running.redis.released) == sorted(j.cache_key for j in jobs), "leases given up"
+
+
+def test_a_wrong_outcome_count_retries_then_answers_every_flight_of_the_batch(
+    pipelines: Callable[..., RunningPipeline],
+) -> None:
+    running = pipelines(lambda outcomes: outcomes[:-1])
+    jobs = running.submit(*(_request_job(i) for i in range(3)))
+    running.wait_answers(3)
+    assert {_failure(job) for job in jobs} == {(ErrorCode.ENGINE_ERROR, True)}
+    assert running.engine.invocations.tasks == 6, "retried per the engine retry policy"
+    assert sorted(running.redis.released) == sorted(j.cache_key for j in jobs), "nobody waits on them"
+    assert running.pipeline.pending_jobs(Lane.INTERACTIVE) == 0
+
+
+def test_a_storage_bug_fails_the_batch_without_synthesising_it_again(
+    pipelines: Callable[..., RunningPipeline],
+) -> None:
+    store = MemoryObjectStore()
+    store.put_many = _raise(RuntimeError("storage bug"))  # type: ignore[method-assign]
+    running = pipelines(store=store)
+    (job,) = running.submit(_request_job(0))
+    running.wait_answers(1)
+    assert _failure(job) == (ErrorCode.INTERNAL, False)
+    assert running.engine.invocations.tasks == 1
+    assert running.redis.released == [job.cache_key]
+
+
+def test_a_request_that_trips_the_dispatcher_fails_alone(pipelines: Callable[..., RunningPipeline]) -> None:
+    running = pipelines(voices=TrippingResolver())
+    tripping, fine = running.submit(_request_job(0, voice=PresetVoice("boom")), _request_job(1))
+    running.wait_answers(2)
+    assert _failure(tripping) == (ErrorCode.INTERNAL, False)
+    assert _succeeded(fine)
+
+
+def test_a_claim_that_trips_synthesises_without_the_lease(pipelines: Callable[..., RunningPipeline]) -> None:
+    running = pipelines()
+    running.redis.claim_error = RuntimeError("unreadable cache entry")
+    (job,) = running.submit(_request_job(0))
+    running.wait_answers(1)
+    assert _succeeded(job)
+    assert job.cache_key in running.redis.cached, "the cache write replaces what could not be read"
+
+
+def test_a_waiter_check_that_trips_takes_the_flight_over(pipelines: Callable[..., RunningPipeline]) -> None:
+    running = pipelines()
+    running.redis.held_elsewhere = True
+    (job,) = running.submit(_request_job(0))
+    _wait_for(lambda: running.pipeline.pending_jobs(Lane.INTERACTIVE) == 1, "the flight to wait")
+    running.redis.claim_error = RuntimeError("unreadable cache entry")
+    running.wait_answers(1)
+    assert _succeeded(job), "synthesised here instead of waiting for a result it cannot read"
+
+
+def test_a_stage_that_cannot_go_on_stops_the_pipeline(pipelines: Callable[..., RunningPipeline]) -> None:
+    hung = HungCall()
+    running = pipelines(hung, lease_ttl_ms=30)  # renewals every 10 ms
+    running.redis.renew_error = RuntimeError("renewal bug")
+    running.submit(_request_job(0))
+    try:
+        _wait_for(lambda: running.pipeline.fatal is not None, "the pipeline to stop")
+    finally:
+        hung.release.set()
+    assert isinstance(running.pipeline.fatal, FatalError)
+
+
+class LoopThread(threading.Thread):
+    """Runs a WorkerLoop; keeps what it raised."""
+
+    def __init__(self, loop: WorkerLoop) -> None:
+        super().__init__(daemon=True)
+        self.loop = loop
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.loop.run()
+        except BaseException as exc:  # handed to the test
+            self.error = exc
+
+
+@pytest.fixture
+def loops() -> Iterator[Callable[[WorkerLoop], LoopThread]]:
+    """Runs worker loops on threads (stopped after the test)."""
+    threads: list[LoopThread] = []
+
+    def start(loop: WorkerLoop) -> LoopThread:
+        thread = LoopThread(loop)
+        thread.start()
+        threads.append(thread)
+        return thread
+
+    yield start
+    for thread in threads:
+        thread.loop.request_stop()
+        thread.join(5)
+
+
+def _worker_loop(
+    pipeline: Pipeline,
+    consumer: FakeConsumer,
+    heartbeat: Callable[[PipelineProgress], None] = lambda _progress: None,
+    **overrides: Any,
+) -> WorkerLoop:
+    config = LoopConfig(
+        lanes={"req": Lane.INTERACTIVE},
+        poll_batch_size=10,
+        max_in_flight=100,
+        drain_timeout_s=0.5,
+        commit_interval_s=0.0,
+        interactive_backlog_jobs=8,
+    )
+    checkpointer = _checkpointer(FakeProducer(), consumer, Guarantee.AT_LEAST_ONCE)
+    return WorkerLoop(
+        consumer,  # type: ignore[arg-type]
+        _intake(),
+        pipeline,
+        checkpointer,
+        metrics=Metrics(),
+        config=dataclasses.replace(config, **overrides),
+        heartbeat=heartbeat,
+    )
+
+
+def _request_message(offset: int) -> InboundMessage:
+    return _message(_request(request_id=f"r{offset}", text=f"hello {offset}"), offset)
+
+
+def test_the_loop_commits_past_a_batch_the_engine_miscounted(
+    pipelines: Callable[..., RunningPipeline], loops: Callable[[WorkerLoop], LoopThread]
+) -> None:
+    running = pipelines(lambda outcomes: outcomes[:-1])
+    consumer = FakeConsumer()
+    consumer.feed([_request_message(offset) for offset in range(3)])
+    worker = loops(_worker_loop(running.pipeline, consumer, max_messages=3))
+    worker.join(5)
+    assert not worker.is_alive(), "every request answered: run mode stopped the loop"
+    assert worker.error is None and worker.loop.answered == 3
+    assert consumer.commits[-1] == {TP: 3}, "the partition head moved past the failed batch"
+
+
+def test_a_fatal_engine_error_stops_the_loop_after_committing_what_finished(
+    pipelines: Callable[..., RunningPipeline], loops: Callable[[WorkerLoop], LoopThread]
+) -> None:
+    batches = itertools.count()
+
+    def fatal_after_the_first_batch(outcomes: list[TaskOutcome]) -> list[TaskOutcome]:
+        if next(batches) > 0:
+            raise FatalError("CUDA context lost")
+        return outcomes
+
+    running = pipelines(fatal_after_the_first_batch)
+    consumer = FakeConsumer()
+    worker = loops(_worker_loop(running.pipeline, consumer))
+    consumer.feed([_request_message(0)])
+    _wait_for(lambda: {TP: 1} in consumer.commits, "the first request to be committed")
+    consumer.feed([_request_message(1)])
+    worker.join(5)
+    assert isinstance(worker.error, FatalError) and "CUDA context lost" in str(worker.error)
+    assert consumer.commits[-1] == {TP: 1}, "the request in the failed batch stays for the restart"
+
+
+# ----------------------------------------------------------------------------------- liveness --
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _health(clock: FakeClock) -> HealthState:
+    health = HealthState(Metrics(), liveness_stall_s=60, pipeline_stall_s=300, clock=clock)
+    health.mark_loop_running(True)
+    return health
+
+
+def test_livez_fails_while_the_engine_hangs_on_work_in_flight(
+    pipelines: Callable[..., RunningPipeline], loops: Callable[[WorkerLoop], LoopThread]
+) -> None:
+    clock, hung = FakeClock(), HungCall()
+    health = _health(clock)
+    running = pipelines(hung, clock=clock)
+    consumer = FakeConsumer()
+    worker = loops(_worker_loop(running.pipeline, consumer, heartbeat=health.beat))
+    consumer.feed([_request_message(0)])
+    _wait_for(hung.entered.is_set, "the engine call")
+    assert health.live()[0], "in the engine for no time yet"
+    clock.now += 301
+    _wait_for(lambda: health.live()[1]["seconds_since_progress"] == 0, "the loop to beat again")
+    ok, detail = health.live()
+    assert not ok, "the loop is fine, but the pipeline has not moved for longer than the bound"
+    assert detail["seconds_since_pipeline_progress"] >= 300
+    hung.release.set()
+    _wait_for(lambda: worker.loop.answered == 1, "the answer")
+    _wait_for(lambda: health.live()[0], "liveness to recover")
+
+
+def test_livez_counts_a_pipeline_stall_from_when_work_arrived() -> None:
+    clock = FakeClock()
+    health = _health(clock)
+    health.beat(PipelineProgress(busy=False, idle_s=0))
+    clock.now += 3600
+    health.beat(PipelineProgress(busy=True, idle_s=3600))
+    assert health.live()[0], "idle for an hour, then work arrived: not a stall"
+    clock.now += 299
+    health.beat(PipelineProgress(busy=True, idle_s=3899))
+    assert health.live()[0]
+    clock.now += 2
+    health.beat(PipelineProgress(busy=True, idle_s=3901))
+    assert not health.live()[0], "work held for longer than the bound with nothing moving"
+    health.beat(PipelineProgress(busy=True, idle_s=0))
+    assert health.live()[0], "a stage moved work on"
+
+
+def test_work_waiting_on_another_worker_is_not_the_pipelines_own(
+    pipelines: Callable[..., RunningPipeline],
+) -> None:
+    running = pipelines()
+    running.redis.held_elsewhere = True
+    running.submit(_request_job(0))
+    _wait_for(lambda: running.pipeline.pending_jobs(Lane.INTERACTIVE) == 1, "the flight to wait")
+    assert not running.pipeline.progress().busy, "the holder's own /livez watches that work"
+    running.redis.held_elsewhere = False
+    running.wait_answers(1)
