@@ -14,8 +14,8 @@ from typing import Any
 from consumer.voices.registry import VoiceRegistry
 from schemas.model import ErrorCode, RegisteredVoice, ResultStatus
 from tests.support.kafka_io import Lanes, ResultReader, request, send_requests
-from tests.support.stack import StackAddresses, unique_name
-from tests.support.voices import TRANSCRIPT, prompt_file, voices_cli
+from tests.support.stack import StackAddresses
+from tests.support.voices import add_voice
 from tests.support.worker import WorkerProcess
 
 START_TIMEOUT_S = 240  # import + load + warm-up of the tiny model on a shared 2-core machine
@@ -53,12 +53,7 @@ def test_a_cosyvoice_worker_answers_a_registered_voice_through_kafka(
     cosyvoice3_tiny: Path,
     tmp_path: Path,
 ) -> None:
-    name = unique_name("cosyvoice-voice")
-    added = voices_cli(stack, "add", name, "--audio", str(prompt_file(tmp_path)), "--text", TRANSCRIPT)
-    assert added.returncode == 0, added.stderr
-    voice_id = registry.voice_id_of(name)
-    assert voice_id is not None
-    registry.created.append(voice_id)  # type: ignore[attr-defined]
+    name, _ = add_voice(stack, registry, tmp_path, "cosyvoice-voice")
 
     env = {"TTS_ENGINE": "cosyvoice", "TTS_MODEL_DIR": str(cosyvoice3_tiny)}
     worker = start_worker(lanes, "cosyvoice-w1", env, ready=False)

@@ -13,7 +13,7 @@ from consumer.voices.registry import VoiceRegistry
 from schemas.model import ErrorCode, PromptAudioVoice, RegisteredVoice, ResultStatus
 from tests.support.kafka_io import Lanes, ResultReader, request, send_requests
 from tests.support.stack import StackAddresses, unique_name
-from tests.support.voices import TRANSCRIPT, prompt_file, voices_cli
+from tests.support.voices import TRANSCRIPT, add_voice, prompt_file, voices_cli
 from tests.support.worker import WorkerProcess
 
 
@@ -25,12 +25,7 @@ def test_a_cli_voice_in_requests_and_its_cache_key_following_its_audio(
     registry: VoiceRegistry,
     tmp_path: Path,
 ) -> None:
-    name = unique_name("e2e-voice")
-    added = voices_cli(stack, "add", name, "--audio", str(prompt_file(tmp_path)), "--text", TRANSCRIPT)
-    assert added.returncode == 0, added.stderr
-    first_id = registry.voice_id_of(name)
-    assert first_id is not None
-    registry.created.append(first_id)  # type: ignore[attr-defined]
+    name, first_id = add_voice(stack, registry, tmp_path, "e2e-voice")
 
     start_worker(lanes, "voices-w1", {"TTS_ENGINE": "null"})
     reader = ResultReader(kafka_config, lanes.results)

@@ -9,11 +9,12 @@ import sys
 import uuid
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from tests.support.speech import speech, wav_bytes
-from tests.support.stack import ROOT, StackAddresses
+from tests.support.stack import ROOT, StackAddresses, unique_name
 
 TRANSCRIPT = "The quick brown fox jumps over the lazy dog, and then it runs far away into the forest."
 
@@ -37,3 +38,15 @@ def prompt_file(directory: Path) -> Path:
     path = directory / f"{uuid.uuid4().hex}.wav"
     path.write_bytes(wav_bytes(replace(audio, samples=(audio.samples + 1e-3 * noise).astype(np.float32))))
     return path
+
+
+def add_voice(stack: StackAddresses, registry: Any, directory: Path, prefix: str) -> tuple[str, str]:
+    """`tts-stream voices add` a unique voice; (name, voice id), noted for the registry fixture
+    to remove."""
+    name = unique_name(prefix)
+    added = voices_cli(stack, "add", name, "--audio", str(prompt_file(directory)), "--text", TRANSCRIPT)
+    assert added.returncode == 0, added.stderr
+    voice_id = registry.voice_id_of(name)
+    assert voice_id is not None
+    registry.created.append(voice_id)
+    return name, voice_id

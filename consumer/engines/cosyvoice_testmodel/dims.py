@@ -160,9 +160,8 @@ _CFM = """\
                 reg_loss_type: 'l1'
 """
 
-_FLOW_V3 = """\
-flow: !new:cosyvoice.flow.flow.CausalMaskedDiffWithDiT
-    input_size: 80
+# The keys both families' flow models take alike.
+_FLOW_COMMON = """\
     output_size: 80
     spk_embed_dim: !ref <spk_embed_dim>
     output_type: 'mel'
@@ -171,7 +170,12 @@ flow: !new:cosyvoice.flow.flow.CausalMaskedDiffWithDiT
     only_mask_loss: True
     token_mel_ratio: !ref <token_mel_ratio>
     pre_lookahead_len: 3
-    pre_lookahead_layer: !new:cosyvoice.transformer.upsample_encoder.PreLookaheadLayer
+"""
+
+_FLOW_V3 = """\
+flow: !new:cosyvoice.flow.flow.CausalMaskedDiffWithDiT
+    input_size: 80
+{common}    pre_lookahead_layer: !new:cosyvoice.transformer.upsample_encoder.PreLookaheadLayer
         in_channels: 80
         channels: {lookahead}
         pre_lookahead_len: 3
@@ -192,15 +196,7 @@ flow: !new:cosyvoice.flow.flow.CausalMaskedDiffWithDiT
 _FLOW_V2 = """\
 flow: !new:cosyvoice.flow.flow.CausalMaskedDiffWithXvec
     input_size: {width}
-    output_size: 80
-    spk_embed_dim: !ref <spk_embed_dim>
-    output_type: 'mel'
-    vocab_size: {codes}
-    input_frame_rate: !ref <token_frame_rate>
-    only_mask_loss: True
-    token_mel_ratio: !ref <token_mel_ratio>
-    pre_lookahead_len: 3
-    encoder: !new:cosyvoice.transformer.upsample_encoder.UpsampleConformerEncoder
+{common}    encoder: !new:cosyvoice.transformer.upsample_encoder.UpsampleConformerEncoder
         output_size: {width}
         attention_heads: {heads}
         linear_units: {encoder_ff}
@@ -288,7 +284,7 @@ def render_yaml(dims: ModelDims) -> str:
     )
     llm = _LLM.format(llm_class="CosyVoice3LM" if v3 else "Qwen2LM", codes=SPEECH_TOKENS)
     flow = (_FLOW_V3 if v3 else _FLOW_V2).format(
-        codes=SPEECH_TOKENS,
+        common=_FLOW_COMMON.format(codes=SPEECH_TOKENS),
         cfm=_CFM,
         width=f.width,
         depth=f.depth,
