@@ -13,7 +13,7 @@ REASON = "tts-dlq-reason"
 ERROR = "tts-dlq-error"
 FAILED_AT = "tts-dlq-failed-at-ms"
 WORKER = "tts-dlq-worker"
-ATTEMPTS = "tts-dlq-attempts"
+ATTEMPTS = "tts-dlq-attempts"  # CRASH_LOOP: the crash count; decode reasons: always 1
 REPLAYED_AT = "tts-dlq-replayed-at-ms"
 # Set only when the original was too large to copy whole (key, value and header sizes), with the
 # sha256 of the original value: the value is cut to fit and the original headers are dropped.
@@ -38,4 +38,6 @@ class DlqReason(enum.StrEnum):
     """Why a message was dead-lettered. Decode failures use the DecodeReason value instead."""
 
     CRASH_LOOP = "CRASH_LOOP"  # the message was in flight during too many worker crashes
+    # Reserved: nothing emits it. An oversized dead letter keeps its own reason and is cut to fit
+    # (the TRUNCATED header above).
     TOO_LARGE = "TOO_LARGE"
