@@ -266,7 +266,14 @@ class CosyVoiceEngine:
             raise EngineLoadError(f"AutoModel loaded a {type(model).__name__} from a {family} directory")
         frontend = getattr(model, "frontend", None)
         if frontend is not None:
-            textnorm.install(frontend, text_frontend, self._options.ttsfrd_resource_dir)
+            try:
+                textnorm.install(frontend, text_frontend, self._options.ttsfrd_resource_dir)
+            except EngineLoadError:
+                raise
+            except Exception as exc:  # an unreadable FST or resource: the worker must exit 2
+                raise EngineLoadError(
+                    f"the {text_frontend} text normaliser failed to start: {type(exc).__name__}: {exc}"
+                ) from exc
         log.info("cosyvoice text frontend", extra={"text_frontend": text_frontend})
         self._text_frontend = text_frontend
         self._model = model
