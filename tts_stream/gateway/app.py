@@ -204,17 +204,18 @@ class GatewayApp:
             )
         synthesis = bodies.tts_request(body, key_name=key.name, limits=self.gateway.limits, ttl_s=wait)
         call.request_id = synthesis.request_id
-        await self.gateway.admit(key, synthesis, durable=is_async)
         traceparent = self.traceparent(request)
-        if wait is None:
-            await self.gateway.submit(synthesis, traceparent)
-            location = f"{self.base_url(request)}/v1/tts/{synthesis.request_id}"
-            return _json(
-                {"id": synthesis.request_id, "status": "pending", "url": location},
-                202,
-                {"Location": location, "Preference-Applied": "respond-async"},
-            )
-        result = await self.gateway.call(synthesis, traceparent, wait)
+        with self.gateway.slot():
+            await self.gateway.admit(key, synthesis, durable=is_async)
+            if wait is None:
+                await self.gateway.submit(synthesis, traceparent)
+                location = f"{self.base_url(request)}/v1/tts/{synthesis.request_id}"
+                return _json(
+                    {"id": synthesis.request_id, "status": "pending", "url": location},
+                    202,
+                    {"Location": location, "Preference-Applied": "respond-async"},
+                )
+            result = await self.gateway.call(synthesis, traceparent, wait)
         if result.error is not None:
             raise from_result(result.error, result.request_id)
         return _json(await self.result_body(request, result))
@@ -258,8 +259,9 @@ class GatewayApp:
             voice_map=self.settings.openai_voice_map,
         )
         call.request_id = speech.request.request_id
-        await self.gateway.admit(key, speech.request, durable=False)
-        result = await self.gateway.call(speech.request, self.traceparent(request), wait)
+        with self.gateway.slot():
+            await self.gateway.admit(key, speech.request, durable=False)
+            result = await self.gateway.call(speech.request, self.traceparent(request), wait)
         if result.error is not None:
             raise from_result(result.error, result.request_id)
         assert result.audio is not None

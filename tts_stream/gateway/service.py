@@ -13,6 +13,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -79,7 +80,7 @@ class Gateway:
             schema_registry_password=shared.schema_registry_password,
         )
         self._codec: AvroCodec[SynthesisResult] = result_codec()
-        self._pending_acks = 0
+        self._in_flight = 0
         self._stop = threading.Event()
         self.ready = False
         self.draining = False
@@ -155,17 +156,32 @@ class Gateway:
 
     @property
     def waiters(self) -> int:
-        return len(self.correlator) + self._pending_acks
+        return self._in_flight
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        """One of this replica's `max_waiters` places, held from admission to the answer.
+
+        Taken before the first await, so a burst of callers cannot all pass the check while
+        each one waits on Redis.
+        """
+        if self._in_flight >= self.settings.max_waiters:
+            self.metrics.rejected.labels(reason="waiters").inc()
+            raise retry_later(GatewayCode.OVERLOADED, "this gateway has too many requests in flight", 1.0)
+        self._in_flight += 1
+        self.metrics.waiters.set(self._in_flight)
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            self.metrics.waiters.set(self._in_flight)
 
     async def admit(self, key: ApiKey, request: SynthesisRequest | None, *, durable: bool) -> None:
-        """Backpressure, then the key's rate limit (and the request's record, if any).
+        """Backpressure from the lane, then the key's rate limit (and the request's record).
 
         `durable`: the caller will poll for the result (async mode), so the record must be
         written; without Redis that is refused, where a synchronous call goes on without it.
         """
-        if self.waiters >= self.settings.max_waiters:
-            self.metrics.rejected.labels(reason="waiters").inc()
-            raise retry_later(GatewayCode.OVERLOADED, "this gateway has too many requests in flight", 1.0)
         if (lag_wait := self.lag.excess()) is not None:
             self.metrics.rejected.labels(reason="lag").inc()
             raise retry_later(
@@ -213,13 +229,10 @@ class Gateway:
 
     async def submit(self, request: SynthesisRequest, traceparent: str) -> None:
         """Produce and wait for the brokers' acknowledgement (async mode: 202 means durable)."""
-        self._pending_acks += 1
         try:
             await self._produce(request, traceparent, lambda _failure: None)
         except DeliveryError as exc:
             raise unavailable(f"Kafka did not take the request: {exc.failure.code}") from exc
-        finally:
-            self._pending_acks -= 1
 
     async def call(self, request: SynthesisRequest, traceparent: str, wait_s: float) -> SynthesisResult:
         """Produce and wait for the result; `ApiError` TIMEOUT when `wait_s` passes first."""
@@ -230,7 +243,6 @@ class Gateway:
         def undelivered(failure: DeliveryFailure) -> None:
             self.correlator.fail(rid, DeliveryError(failure))
 
-        self.metrics.waiters.set(self.waiters)
         try:
             acked = self._produce(request, traceparent, undelivered)
             acked.add_done_callback(lambda f: f.exception())  # retrieved here; the result carries it
@@ -249,7 +261,6 @@ class Gateway:
             raise unavailable(f"Kafka did not take the request: {exc.failure.code}") from exc
         finally:
             self.correlator.forget(rid)
-            self.metrics.waiters.set(self.waiters)
         self.metrics.wait.labels(outcome="result").observe(time.monotonic() - started)
         return answer
 
