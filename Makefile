@@ -97,3 +97,6 @@ bench-smoke: install up  ## every benchmark scenario once at a tiny size: comple
 .PHONY: bench-producer
 bench-producer: install up  ## producer side: client vs raw confluent-kafka, 1M-line backfill rate and memory (~10 min)
 	$(PY) -m bench.producer_bench
+.PHONY: bench-gateway
+bench-gateway: install up  ## the HTTP gateway: added latency over a direct Kafka client, cache hits through two replicas (~2 min)
+	$(PY) -m bench.gateway_bench

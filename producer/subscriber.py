@@ -155,7 +155,12 @@ class ResultSubscriber:
         a service that waits for its own requests among everyone's decodes only those.
         """
         results: list[SynthesisResult] = []
-        for msg in self._consumer.consume(max_messages, timeout_s):
+        # Wait for the first record only, then take what is already fetched: librdkafka's
+        # consume() waits out its whole timeout unless `max_messages` arrive.
+        first = self._consumer.poll(timeout_s)
+        if first is None:
+            return results
+        for msg in [first, *self._consumer.consume(max_messages - 1, 0)]:
             if msg.error() is None and keep is not None and not keep(msg.key()):
                 continue
             result = self._decode(msg)
