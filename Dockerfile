@@ -80,6 +80,46 @@ STOPSIGNAL SIGTERM
 ENTRYPOINT ["tts-stream"]
 CMD ["worker"]
 
+# ---------------------------------------------------------------- gateway: no torch -------------
+# The HTTP gateway (docs/gateway.md) is producer side: the `[gateway]` extra, no torch, no engine.
+FROM ${PYTHON_IMAGE} AS gateway-venv
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/tts-stream
+COPY --from=wheel /wheels /wheels
+RUN set -eux; wheel="$(ls /wheels/tts_stream-*.whl)"; \
+    /opt/tts-stream/bin/pip install "${wheel}[gateway]"
+
+FROM ${PYTHON_IMAGE} AS gateway
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG CREATED=unknown
+LABEL org.opencontainers.image.title="tts-stream-gateway" \
+      org.opencontainers.image.description="HTTP gateway (REST and OpenAI-compatible speech) in front of tts-stream" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.vendor="tts-stream developers"
+RUN set -eux; groupadd --system --gid 10001 tts; \
+    useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin tts
+COPY --from=gateway-venv /opt/tts-stream /opt/tts-stream
+ENV PATH=/opt/tts-stream/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp \
+    TTS_GATEWAY_HOST=0.0.0.0 \
+    TTS_GATEWAY_PORT=8000
+USER 10001:10001
+WORKDIR /tmp
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=4 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/livez' % os.environ.get('TTS_GATEWAY_PORT', '8000'), timeout=4)"]
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["tts-stream"]
+CMD ["gateway"]
+
 # ---------------------------------------------------------------- GPU: CosyVoice source ---------
 # The pinned CosyVoice commit and its Matcha-TTS submodule, fetched by the same script as
 # `make cosyvoice`: from `git archive` tarballs when they are passed as the named context

@@ -6,7 +6,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
-EXTRAS ?= worker,espeak,dev,parquet
+EXTRAS ?= worker,gateway,espeak,dev,parquet
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
 REGISTRY ?= 0
 STACK_FLAGS := $(if $(filter 1,$(REGISTRY)),--registry,)
@@ -97,3 +97,6 @@ bench-smoke: install up  ## every benchmark scenario once at a tiny size: comple
 .PHONY: bench-producer
 bench-producer: install up  ## producer side: client vs raw confluent-kafka, 1M-line backfill rate and memory (~10 min)
 	$(PY) -m bench.producer_bench
+.PHONY: bench-gateway
+bench-gateway: install up  ## the HTTP gateway: added latency over a direct Kafka client, cache hits through two replicas (~2 min)
+	$(PY) -m bench.gateway_bench

@@ -19,7 +19,7 @@ Guarantees and where errors surface:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -162,8 +162,14 @@ class TtsProducer:
         *,
         lane: Lane | str | None = None,
         traceparent: str | None = None,
+        on_delivery: Callable[[DeliveryFailure | None], None] | None = None,
     ) -> str:
-        """Validate and queue a ready-made request; return its request id."""
+        """Validate and queue a ready-made request; return its request id.
+
+        `on_delivery`, when given, is called once the brokers acknowledge the request (with
+        None) or give up on it (with the failure), from whichever thread serves delivery
+        callbacks (`poll`, `flush`). The failure is still collected for `flush()` too.
+        """
         if self._closed:
             raise ProducerClosed("this TtsProducer is closed")
         try:
@@ -174,7 +180,7 @@ class TtsProducer:
         topic = self.topic_for(lane)
         value = self._codec.encode(request, framing=self._framing, topic=topic)
         headers = [(TRACEPARENT_HEADER, traceparent.encode())] if traceparent else None
-        self._produce(topic, value, routing_key(request).encode(), request.request_id, headers)
+        self._produce(topic, value, routing_key(request).encode(), request.request_id, headers, on_delivery)
         return request.request_id
 
     def submit_many(
@@ -214,6 +220,7 @@ class TtsProducer:
         key: bytes,
         request_id: str,
         headers: list[tuple[str, bytes]] | None,
+        on_delivery: Callable[[DeliveryFailure | None], None] | None = None,
     ) -> None:
         metrics = self._metrics
 
@@ -222,12 +229,15 @@ class TtsProducer:
                 self.delivered += 1
                 if metrics is not None:
                     metrics.delivered.labels(topic=topic).inc()
+                if on_delivery is not None:
+                    on_delivery(None)
             else:
-                self._failures.append(
-                    DeliveryFailure(request_id, topic, err.name(), err.str(), bool(err.retriable()))
-                )
+                failure = DeliveryFailure(request_id, topic, err.name(), err.str(), bool(err.retriable()))
+                self._failures.append(failure)
                 if metrics is not None:
                     metrics.delivery_failures.labels(topic=topic, error=err.name()).inc()
+                if on_delivery is not None:
+                    on_delivery(failure)
 
         while True:
             try:
@@ -243,6 +253,11 @@ class TtsProducer:
         if self._since_poll >= _POLL_EVERY:
             self._since_poll = 0
             self._producer.poll(0)
+
+    def poll(self, timeout_s: float = 0.0) -> None:
+        """Serve delivery callbacks for up to `timeout_s`. A service that submits from one thread
+        may call this from another (librdkafka's producer is thread-safe)."""
+        self._producer.poll(timeout_s)
 
     @property
     def pending(self) -> int:

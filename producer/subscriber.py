@@ -143,6 +143,31 @@ class ResultSubscriber:
             )
             return None
 
+    def poll_batch(
+        self,
+        timeout_s: float = 0.2,
+        max_messages: int = 500,
+        keep: Callable[[bytes | None], bool] | None = None,
+    ) -> list[SynthesisResult]:
+        """The results that arrived within `timeout_s` (up to `max_messages` records read).
+
+        `keep` sees each record's key (the request id, as bytes) before anything is decoded:
+        a service that waits for its own requests among everyone's decodes only those.
+        """
+        results: list[SynthesisResult] = []
+        # Wait for the first record only, then take what is already fetched: librdkafka's
+        # consume() waits out its whole timeout unless `max_messages` arrive.
+        first = self._consumer.poll(timeout_s)
+        if first is None:
+            return results
+        for msg in [first, *self._consumer.consume(max_messages - 1, 0)]:
+            if msg.error() is None and keep is not None and not keep(msg.key()):
+                continue
+            result = self._decode(msg)
+            if result is not None:
+                results.append(result)
+        return results
+
     def __iter__(self) -> Iterator[SynthesisResult]:
         """Every result, as it arrives, until `close()`."""
         while not self._closed:

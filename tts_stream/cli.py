@@ -25,8 +25,9 @@ _COMMANDS = {
     "cache": "tts_stream.ops.cli:cache",
     "lag": "tts_stream.ops.cli:lag",
     "console": "tts_stream.console.cli:console",
+    "gateway": "tts_stream.gateway.cli:gateway",
 }
-_WORKER_SIDE = ("consumer.", "tts_stream.ops.", "tts_stream.console.")
+_WORKER_SIDE = ("consumer.", "tts_stream.ops.", "tts_stream.console.", "tts_stream.gateway.")
 
 
 class LazyGroup(click.Group):

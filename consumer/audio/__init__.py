@@ -1,7 +1,8 @@
 """Audio post-processing (resample, loudness, true-peak limit, encode) and prompt decoding.
 
-Importing this package does not import torch; the finisher's constructor and the prompt
-decoder's resampling step do. docs/audio.md describes the chain and its costs.
+Importing this package does not import torch; the finisher's constructor does. Prompt decoding
+never does (scipy resamples prompts), so the voice registry runs without torch. docs/audio.md
+describes the chain and its costs.
 """
 
 from __future__ import annotations

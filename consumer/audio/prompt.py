@@ -31,6 +31,8 @@ MAX_SOURCE_RATE_HZ = 192_000
 MAX_CHANNELS = 8
 MIN_PROMPT_SECONDS = 1.0
 SILENCE_DBFS = -60.0  # RMS under this is not speech anyone could clone
+# The same stop-band shape as the output resampler (consumer/audio/dsp.py OUTPUT_RESAMPLING).
+_KAISER_BETA = 8.555
 _FORMATS = {"WAV": "wav", "WAVEX": "wav", "FLAC": "flac", "OGG": "ogg", "MP3": "mp3"}
 
 
@@ -180,12 +182,17 @@ def _too_long(seconds: float, limits: PromptLimits, *, at_least: bool = False) -
 
 
 def _to_canonical_rate(mono: npt.NDArray[np.float32], rate: int) -> npt.NDArray[np.float32]:
+    """Polyphase resampling with a Kaiser-windowed sinc (scipy), in float64 on the CPU.
+
+    Not torch: the canonical form is computed wherever a voice is registered, and the HTTP
+    gateway (which registers uploads) is producer side and never imports torch. One resampler
+    for every entry point keeps a file's voice id the same whoever registers it.
+    """
     if rate == CANONICAL_RATE_HZ:
         return mono
-    import torch
+    from scipy.signal import resample_poly
 
-    from consumer.audio import dsp
-
-    batch = dsp.to_batch([mono], torch.device("cpu"))
-    out, lengths = dsp.resample(batch, [len(mono)], rate, CANONICAL_RATE_HZ)
-    return dsp.from_batch(out, lengths)[0]
+    common = math.gcd(rate, CANONICAL_RATE_HZ)
+    up, down = CANONICAL_RATE_HZ // common, rate // common
+    out = resample_poly(mono.astype(np.float64), up, down, window=("kaiser", _KAISER_BETA))
+    return np.asarray(out, dtype=np.float32)

@@ -90,9 +90,23 @@ class Rendered:
     def kinds(self) -> set[str]:
         return {obj["kind"] for obj in self.objects}
 
+    def of(self, kind: str, component: str) -> list[dict[str, Any]]:
+        """The objects of `kind` that belong to `component` (worker, gateway)."""
+        return [
+            obj
+            for obj in self.all(kind)
+            if obj["metadata"]["labels"].get("app.kubernetes.io/component") == component
+        ]
+
+    def component(self, kind: str, component: str) -> dict[str, Any]:
+        """The one object of `kind` that belongs to `component`."""
+        found = self.of(kind, component)
+        assert len(found) == 1, f"expected one {component} {kind}, found {len(found)}"
+        return found[0]
+
     @property
     def deployment(self) -> dict[str, Any]:
-        return self.one("Deployment")
+        return self.component("Deployment", "worker")
 
     @property
     def worker(self) -> dict[str, Any]:

@@ -114,7 +114,7 @@ def dockerfile_stages() -> dict[str, list[str]]:
     return stages
 
 
-@pytest.mark.parametrize("target", ["cpu", "gpu"])
+@pytest.mark.parametrize("target", ["cpu", "gpu", "gateway"])
 def test_runtime_images_are_non_root_labelled_and_health_checked(target: str) -> None:
     stage = dockerfile_stages()[target]
     assert any(re.fullmatch(r"USER 10001:10001", i) for i in stage)
@@ -123,7 +123,13 @@ def test_runtime_images_are_non_root_labelled_and_health_checked(target: str) ->
     for key in ("title", "licenses", "version", "revision", "created"):
         assert f"org.opencontainers.image.{key}=" in labels
     assert 'ENTRYPOINT ["tts-stream"]' in stage
-    assert 'CMD ["worker"]' in stage
+    assert f'CMD ["{"gateway" if target == "gateway" else "worker"}"]' in stage
+
+
+def test_the_gateway_image_installs_no_worker_extra() -> None:
+    """Producer side: the `[gateway]` extra only, so no torch in the image."""
+    installs = " ".join(i for i in dockerfile_stages()["gateway-venv"] if "pip install" in i)
+    assert "[gateway]" in installs and "worker" not in installs
 
 
 def test_gpu_image_builds_on_cuda_and_bakes_in_no_model() -> None:

@@ -9,7 +9,15 @@ import pytest
 from tests.helm.chart import CHART, KUBE_VERSION, SCENARIOS, helm, render_scenario, scenario_file
 from tests.helm.validation import KEDA_CRD_DIR, KEDA_CRD_SHA256, sha256, validate
 
-EXPECTED_SCENARIOS = {"minimal", "production-keda", "hpa", "fixed-replicas", "sasl-tls", "monitoring"}
+EXPECTED_SCENARIOS = {
+    "minimal",
+    "production-keda",
+    "hpa",
+    "fixed-replicas",
+    "sasl-tls",
+    "monitoring",
+    "gateway",
+}
 
 
 def test_every_scenario_has_a_values_file() -> None:
@@ -52,6 +60,7 @@ def test_scenarios_cover_every_kind_the_chart_can_render() -> None:
         "ServiceMonitor",
         "PrometheusRule",
         "ConfigMap",
+        "Ingress",
     }
 
 

@@ -43,7 +43,7 @@ def topic_partitions(rendered: Rendered, scenario_partitions: int | None = None)
 def test_no_replicas_field_when_an_autoscaler_owns_the_count(scenario: str) -> None:
     rendered = render_scenario(scenario)
     assert "replicas" not in rendered.deployment["spec"]
-    assert len(rendered.all("ScaledObject")) + len(rendered.all("HorizontalPodAutoscaler")) == 1
+    assert len(rendered.all("ScaledObject")) + len(rendered.of("HorizontalPodAutoscaler", "worker")) == 1
 
 
 def test_fixed_replicas_without_autoscaling() -> None:
@@ -59,7 +59,7 @@ def test_max_replicas_never_exceed_partitions(scenario: str) -> None:
     partitions = topic_partitions(rendered)
     for so in rendered.all("ScaledObject"):
         assert so["spec"]["maxReplicaCount"] <= partitions
-    for hpa in rendered.all("HorizontalPodAutoscaler"):
+    for hpa in rendered.of("HorizontalPodAutoscaler", "worker"):  # the gateway reads no partitions
         assert hpa["spec"]["maxReplicas"] <= partitions
 
 
@@ -146,7 +146,8 @@ def test_render_fails_when_the_grace_period_is_shorter_than_the_drain() -> None:
 def test_every_pod_runs_restricted(scenario: str) -> None:
     rendered = render_scenario(scenario)
     specs = pod_specs(rendered)
-    assert len(specs) == 2  # the workers and the topics Job
+    # The workers and the topics Job, and the gateway where it is enabled.
+    assert len(specs) == 2 + len(rendered.of("Deployment", "gateway"))
     for spec in specs:
         assert spec["securityContext"]["runAsNonRoot"] is True
         assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -346,11 +347,11 @@ def test_selectors_are_minimal_and_consistent(scenario: str) -> None:
     }
     template_labels = rendered.deployment["spec"]["template"]["metadata"]["labels"]
     assert selector.items() <= template_labels.items()
-    for pdb in rendered.all("PodDisruptionBudget"):
+    for pdb in rendered.of("PodDisruptionBudget", "worker"):
         assert pdb["spec"]["selector"]["matchLabels"] == selector
-    for service in rendered.all("Service"):
+    for service in rendered.of("Service", "worker"):
         assert service["spec"]["selector"] == selector
-    for policy in rendered.all("NetworkPolicy"):
+    for policy in rendered.of("NetworkPolicy", "worker"):
         assert policy["spec"]["podSelector"]["matchLabels"] == selector
     job_labels = rendered.one("Job")["spec"]["template"]["metadata"]["labels"]
     assert job_labels["app.kubernetes.io/component"] == "topics", "the Job is no worker for PDB/NetworkPolicy"

@@ -184,18 +184,22 @@ class LagReader:
         except Exception:  # a group that was never joined, or an old broker: unknown, not fatal
             return None
 
-    def snapshot(self) -> Snapshot:
+    def lane(self, lane: str) -> tuple[PartitionState, ...]:
+        """The group's position in one lane's partitions (the gateway's backpressure reads the
+        interactive lane only)."""
         from confluent_kafka.admin import OffsetSpec  # type: ignore[attr-defined]
 
         earliest: Any = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
         latest: Any = OffsetSpec.latest()  # type: ignore[no-untyped-call]
-        states: dict[str, tuple[PartitionState, ...]] = {}
-        for lane, topic in self._topics.items():
-            partitions = self._partitions(topic)
-            committed = self._committed(topic, partitions)
-            starts = self._offsets(topic, partitions, earliest)
-            ends = self._offsets(topic, partitions, latest)
-            states[lane] = tuple(PartitionState(p, committed.get(p), starts[p], ends[p]) for p in partitions)
+        topic = self._topics[lane]
+        partitions = self._partitions(topic)
+        committed = self._committed(topic, partitions)
+        starts = self._offsets(topic, partitions, earliest)
+        ends = self._offsets(topic, partitions, latest)
+        return tuple(PartitionState(p, committed.get(p), starts[p], ends[p]) for p in partitions)
+
+    def snapshot(self) -> Snapshot:
+        states = {lane: self.lane(lane) for lane in self._topics}
         return Snapshot(time.time(), self._group, dict(self._topics), states, self._members())
 
 

@@ -36,6 +36,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: worker
 {{- end -}}
 
+{{- define "tts-stream.gatewaySelectorLabels" -}}
+{{ include "tts-stream.selectorLabels" . }}
+app.kubernetes.io/component: gateway
+{{- end -}}
+
 {{/* Labels on every object. */}}
 {{- define "tts-stream.labels" -}}
 helm.sh/chart: {{ include "tts-stream.chart" . }}
@@ -51,6 +56,24 @@ app.kubernetes.io/part-of: tts-stream
 {{- define "tts-stream.workerLabels" -}}
 {{ include "tts-stream.labels" . }}
 app.kubernetes.io/component: worker
+{{- end -}}
+
+{{- define "tts-stream.gatewayLabels" -}}
+{{ include "tts-stream.labels" . }}
+app.kubernetes.io/component: gateway
+{{- end -}}
+
+{{- define "tts-stream.gatewayName" -}}
+{{- printf "%s-gateway" (include "tts-stream.fullname" . | trunc 55 | trimSuffix "-") -}}
+{{- end -}}
+
+{{- define "tts-stream.gatewayImage" -}}
+{{- $image := .Values.gateway.image -}}
+{{- if $image.digest -}}
+{{- printf "%s@%s" $image.repository $image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $image.repository (default (printf "%s-gateway" .Chart.AppVersion) $image.tag) -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "tts-stream.serviceAccountName" -}}
@@ -131,7 +154,21 @@ Kafka (with SASL/TLS from existing Secrets), topic names and the consumer group.
   value: {{ .Values.worker.logLevel | quote }}
 {{- end -}}
 
-{{/* S3 environment: shared by the worker and the model-pull init container. */}}
+{{/* Redis: the worker's cache and result index; the gateway's rate limits and lookups. */}}
+{{- define "tts-stream.redisEnv" -}}
+{{- if .Values.redis.existingSecret -}}
+- name: TTS_REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.redis.existingSecret }}
+      key: {{ .Values.redis.urlKey }}
+{{- else -}}
+- name: TTS_REDIS_URL
+  value: {{ .Values.redis.url | quote }}
+{{- end -}}
+{{- end -}}
+
+{{/* S3 environment: shared by the worker, the gateway and the model-pull init container. */}}
 {{- define "tts-stream.s3Env" -}}
 {{- with .Values.s3.endpointUrl }}
 - name: TTS_S3_ENDPOINT_URL
@@ -195,4 +232,13 @@ Kafka (with SASL/TLS from existing Secrets), topic names and the consumer group.
 {{- else -}}
 {{- printf "namespace=%q,job=%q" .Release.Namespace (include "tts-stream.fullname" .) -}}
 {{- end -}}
+{{- end -}}
+
+{{/* TTS_GATEWAY_OPENAI_VOICES from the map, sorted so renders are stable. */}}
+{{- define "tts-stream.openaiVoices" -}}
+{{- $pairs := list -}}
+{{- range $name, $voice := .Values.gateway.openaiVoices -}}
+{{- $pairs = append $pairs (printf "%s=%s" $name $voice) -}}
+{{- end -}}
+{{- join "," $pairs -}}
 {{- end -}}

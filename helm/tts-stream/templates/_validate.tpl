@@ -26,6 +26,18 @@ to change. Included once, from the Deployment.
 {{- fail "redis: set redis.existingSecret (a Secret holding the Redis URL, recommended) or redis.url" -}}
 {{- end -}}
 
+{{- if $v.gateway.enabled -}}
+{{- if not $v.gateway.apiKeys.existingSecret -}}
+{{- fail "gateway.apiKeys.existingSecret is required with the gateway: a Secret whose key file lists API key hashes (tts-stream gateway new-key NAME prints a line)" -}}
+{{- end -}}
+{{- if le (int $v.gateway.terminationGracePeriodSeconds) (int $v.gateway.maxTimeoutSeconds) -}}
+{{- fail (printf "gateway.terminationGracePeriodSeconds (%d) must exceed gateway.maxTimeoutSeconds (%d), or a rollout cuts synchronous calls short" (int $v.gateway.terminationGracePeriodSeconds) (int $v.gateway.maxTimeoutSeconds)) -}}
+{{- end -}}
+{{- if and $v.gateway.ingress.enabled (not $v.gateway.ingress.host) -}}
+{{- fail "gateway.ingress.host is required with the gateway's Ingress" -}}
+{{- end -}}
+{{- end -}}
+
 {{- $grace := int $v.terminationGracePeriodSeconds -}}
 {{- $needed := add (int $v.worker.drainTimeoutSeconds) (int $v.worker.drainMarginSeconds) -}}
 {{- if lt $grace $needed -}}
