@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -107,6 +108,11 @@ class EngineOutOfMemory(EngineError):
     """The accelerator ran out of memory: retry the tasks in smaller batches."""
 
 
+class EngineBatchFailed(EngineError):
+    """The batch failed in a way no one task can be blamed for (an error inside a step that
+    computes every task at once): retry each task alone, so only a culprit fails again."""
+
+
 class EngineLoadError(Exception):
     """The engine cannot start (missing model directory, library, data): fatal at start-up."""
 
@@ -141,6 +147,23 @@ class Engine(Protocol):
 
     def close(self) -> None:
         """Release processes, memory and devices."""
+
+
+@runtime_checkable
+class ContinuousEngine(Engine, Protocol):
+    """An engine that schedules work between its own model steps (iteration-level batching):
+    tasks submitted while others run join them at the next step, and each task's outcome is
+    ready when that task is done, not when its batch is.
+
+    The pipeline's engine stage feeds such an engine whenever it has room instead of handing it
+    one batch at a time (consumer/core/synthesis.py)."""
+
+    def submit(self, tasks: Sequence[SynthesisTask]) -> list[Future[TaskOutcome]]:
+        """Start `tasks`; one future per task. A future fails with EngineOutOfMemory,
+        EngineBatchFailed or EngineError (the task is retried), or a FatalError."""
+
+    def room(self) -> BatchLimits:
+        """What the engine can take now without queueing it (max_items 0: it is full)."""
 
 
 @dataclass

@@ -218,6 +218,24 @@ class WorkerSettings(BaseSettings):
     cosyvoice_trt_concurrent: int = Field(
         default=1, ge=1, description="cosyvoice: TensorRT execution contexts."
     )
+    cosyvoice_batching: bool = Field(
+        default=True,
+        description="cosyvoice: batched inference (many requests decode and vocode together); off: the "
+        "official API, one request at a time. Ignored with vLLM, which batches the LLM itself.",
+    )
+    cosyvoice_batch_max_sequences: int = Field(
+        default=32, ge=1, description="cosyvoice batching: text segments decoding at once."
+    )
+    cosyvoice_batch_max_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="cosyvoice batching: KV-cache positions the decoding batch may reserve (each "
+        "sequence its prefix plus its longest allowed output); unset: 30% of the GPU memory free "
+        "after loading, or 65536 on a CPU.",
+    )
+    cosyvoice_vocoder_batch_max: int = Field(
+        default=16, ge=1, description="cosyvoice batching: sequences per flow-matching and vocoder batch."
+    )
     cosyvoice_text_frontend: Literal["auto", "wetext", "ttsfrd", "basic"] = Field(
         default="auto",
         description=(

@@ -56,6 +56,7 @@ from consumer.engine import (
 )
 from consumer.engines import cosyvoice_text as text_rules
 from consumer.engines import cosyvoice_textnorm as textnorm
+from consumer.engines.cosyvoice_faults import AcceleratorFailed, empty_cuda_cache, failure_class
 from consumer.engines.cosyvoice_model import (
     LANGUAGES,
     CosyVoiceOptions,
@@ -65,7 +66,6 @@ from consumer.engines.cosyvoice_model import (
     model_fingerprint,
     root_logging_kept,
 )
-from consumer.errors import FatalError
 
 if TYPE_CHECKING:
     from consumer.settings import WorkerSettings
@@ -78,32 +78,6 @@ MAX_PROMPT_SECONDS = 30.0  # the speech tokenizer asserts on longer prompts
 DEFAULT_SPEAKER_CACHE = 256
 _KEPT_RESULTS = 64  # results finished before an out-of-memory, kept for the retry
 _MODEL_CLASSES = {"CosyVoice2": "cosyvoice2", "CosyVoice3": "cosyvoice3"}
-
-
-class AcceleratorFailed(FatalError):
-    """The CUDA context is broken (illegal access, device assert): only a restart helps."""
-
-
-# ------------------------------------------------------------------- errors from the model --
-
-
-def _failure_class(exc: BaseException) -> str:
-    """The kind of a model exception: oom, device (the CUDA context is broken), input (this
-    request will fail again) or transient."""
-    import torch
-
-    message = str(exc).lower()
-    if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in message:
-        return "oom"
-    if "failed to allocate memory" in message:  # onnxruntime's CUDA allocator
-        return "oom"
-    if isinstance(exc, RuntimeError) and any(
-        marker in message for marker in ("illegal memory access", "device-side assert", "cuda error")
-    ):
-        return "device"
-    if isinstance(exc, (AssertionError, ValueError, KeyError, IndexError)):
-        return "input"
-    return "transient"
 
 
 class _Rejected(Exception):
@@ -119,7 +93,9 @@ def _reject(message: str, code: str, kind: FailureKind = FailureKind.INVALID) ->
 
 
 @dataclass(frozen=True, slots=True)
-class _Call:
+class Call:
+    """One call of the official API: `model.<method>(**kwargs)`."""
+
     method: str
     kwargs: dict[str, Any]
 
@@ -256,7 +232,7 @@ class CosyVoiceEngine:
         except EngineLoadError:
             raise
         except Exception as exc:
-            if _failure_class(exc) == "oom":
+            if failure_class(exc) == "oom":
                 raise EngineLoadError(f"out of GPU memory while loading the model from {model_dir}") from exc
             raise EngineLoadError(
                 f"loading the CosyVoice model from {model_dir} failed: {type(exc).__name__}: {exc}"
@@ -337,32 +313,43 @@ class CosyVoiceEngine:
     # ------------------------------------------------------------------------ synthesis --
 
     def synthesize(self, tasks: Sequence[SynthesisTask]) -> list[TaskOutcome]:
-        if self._broken is not None:  # a broken CUDA context stays broken: never touch it again
-            raise AcceleratorFailed(f"the GPU failed earlier and the process must restart: {self._broken}")
-        if self._model is None:
-            raise EngineError("the cosyvoice engine is not loaded")
-        outcomes: list[TaskOutcome | None] = [None] * len(tasks)
+        self._check_usable()
         with tempfile.TemporaryDirectory(prefix="tts-cosyvoice-") as scratch:
-            runnable: list[tuple[int, list[_Call]]] = []
-            in_use: set[str] = set()
-            for index, task in enumerate(tasks):
-                with self._lock:
-                    kept = self._kept.pop(task.key, None)
-                if kept is not None:
-                    outcomes[index] = kept
-                    continue
-                try:
-                    runnable.append((index, self._plan(task, Path(scratch), in_use)))
-                except _Rejected as rejected:
-                    outcomes[index] = rejected.failure
+            outcomes, runnable = self._prepare(tasks, Path(scratch))
             self._run_all(tasks, runnable, outcomes)
         assert all(outcome is not None for outcome in outcomes)
         return [outcome for outcome in outcomes if outcome is not None]
 
+    def _check_usable(self) -> None:
+        if self._broken is not None:  # a broken CUDA context stays broken: never touch it again
+            raise AcceleratorFailed(f"the GPU failed earlier and the process must restart: {self._broken}")
+        if self._model is None:
+            raise EngineError("the cosyvoice engine is not loaded")
+
+    def _prepare(
+        self, tasks: Sequence[SynthesisTask], scratch: Path
+    ) -> tuple[list[TaskOutcome | None], list[tuple[int, list[Call]]]]:
+        """Each task's outcome where it is known without the model (kept from before an
+        out-of-memory, or refused), and the model calls of the others, by index."""
+        outcomes: list[TaskOutcome | None] = [None] * len(tasks)
+        runnable: list[tuple[int, list[Call]]] = []
+        in_use: set[str] = set()
+        for index, task in enumerate(tasks):
+            with self._lock:
+                kept = self._kept.pop(task.key, None)
+            if kept is not None:
+                outcomes[index] = kept
+                continue
+            try:
+                runnable.append((index, self._plan(task, scratch, in_use)))
+            except _Rejected as rejected:
+                outcomes[index] = rejected.failure
+        return outcomes, runnable
+
     def _run_all(
         self,
         tasks: Sequence[SynthesisTask],
-        runnable: list[tuple[int, list[_Call]]],
+        runnable: list[tuple[int, list[Call]]],
         outcomes: list[TaskOutcome | None],
     ) -> None:
         if self._pool is not None and len(runnable) > 1:
@@ -377,7 +364,7 @@ class CosyVoiceEngine:
             if isinstance(result, AudioBuffer):
                 outcomes[index] = result
                 continue
-            kind = _failure_class(result)
+            kind = failure_class(result)
             if kind in ("oom", "device"):
                 if kind == "device" or fatal is None:  # a broken context outranks memory
                     fatal = result
@@ -390,11 +377,11 @@ class CosyVoiceEngine:
             )
         if fatal is None:
             return
-        if _failure_class(fatal) == "device":
+        if failure_class(fatal) == "device":
             self._broken = str(fatal)
             raise AcceleratorFailed(f"the GPU failed during synthesis: {fatal}") from fatal
         self._keep_finished(tasks, outcomes)
-        _empty_cuda_cache()
+        empty_cuda_cache()
         raise EngineOutOfMemory(f"out of GPU memory during synthesis ({type(fatal).__name__})") from fatal
 
     def _keep_finished(self, tasks: Sequence[SynthesisTask], outcomes: list[TaskOutcome | None]) -> None:
@@ -405,7 +392,7 @@ class CosyVoiceEngine:
             while len(self._kept) > _KEPT_RESULTS:
                 self._kept.popitem(last=False)
 
-    def _run(self, calls: list[_Call]) -> AudioBuffer:
+    def _run(self, calls: list[Call]) -> AudioBuffer:
         pieces: list[np.ndarray] = []
         for call in calls:
             for output in getattr(self._model, call.method)(**call.kwargs):
@@ -417,7 +404,7 @@ class CosyVoiceEngine:
 
     # ------------------------------------------------------------------------ planning --
 
-    def _plan(self, task: SynthesisTask, scratch: Path, in_use: set[str]) -> list[_Call]:
+    def _plan(self, task: SynthesisTask, scratch: Path, in_use: set[str]) -> list[Call]:
         """The model calls for one task (and the speaker registration they need)."""
         text = text_rules.strip_special_tokens(task.text)
         segments = text_rules.split_text(text, self._segment_units)
@@ -433,7 +420,7 @@ class CosyVoiceEngine:
             path = self._prompt_file(task.prompt, scratch)
             instruction = text_rules.instruct_text(task.style_instruction, v3=v3)
             return [
-                _Call(
+                Call(
                     "inference_instruct2",
                     {
                         "tts_text": segment,
@@ -448,7 +435,7 @@ class CosyVoiceEngine:
         speaker = self._register(task.prompt, scratch, in_use)
         if text_rules.is_cross_lingual(text, task.language, task.prompt.transcript):
             return [
-                _Call(
+                Call(
                     "inference_cross_lingual",
                     {
                         "tts_text": text_rules.cross_lingual_text(segment, v3=v3),
@@ -460,7 +447,7 @@ class CosyVoiceEngine:
                 for segment in segments
             ]
         return [
-            _Call(
+            Call(
                 "inference_zero_shot",
                 {
                     "tts_text": segment,
@@ -473,7 +460,7 @@ class CosyVoiceEngine:
             for segment in segments
         ]
 
-    def _plan_preset(self, task: SynthesisTask, segments: list[str], common: dict[str, Any]) -> list[_Call]:
+    def _plan_preset(self, task: SynthesisTask, segments: list[str], common: dict[str, Any]) -> list[Call]:
         if task.preset is None or task.preset not in self._presets:
             raise _reject(
                 "CosyVoice 2/3 ship no preset voices: use a registered voice or prompt audio",
@@ -482,7 +469,7 @@ class CosyVoiceEngine:
         if task.style_instruction:
             raise _reject("style instructions need a cloned voice on CosyVoice 2/3", "UNSUPPORTED")
         return [
-            _Call("inference_sft", {"tts_text": segment, "spk_id": task.preset, **common})
+            Call("inference_sft", {"tts_text": segment, "spk_id": task.preset, **common})
             for segment in segments
         ]
 
@@ -523,9 +510,9 @@ class CosyVoiceEngine:
         try:
             self._model.add_zero_shot_spk(prompt_text, str(path), speaker)
         except Exception as exc:
-            kind = _failure_class(exc)
+            kind = failure_class(exc)
             if kind == "oom":
-                _empty_cuda_cache()
+                empty_cuda_cache()
                 raise EngineOutOfMemory("out of GPU memory while preparing a voice") from exc
             if kind == "device":
                 self._broken = str(exc)
@@ -572,25 +559,32 @@ def _to_samples(speech: Any) -> np.ndarray:
     return np.asarray(speech, dtype=np.float32).reshape(-1)
 
 
-def _empty_cuda_cache() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 def create_engine(settings: WorkerSettings) -> CosyVoiceEngine:
-    """Cheap: nothing is checked or imported until `load()` (which raises EngineLoadError)."""
-    return CosyVoiceEngine(
+    """Cheap: nothing is checked or imported until `load()` (which raises EngineLoadError).
+    Batched inference unless TTS_COSYVOICE_BATCHING is off -- or vLLM serves the LLM, which
+    batches concurrent requests' decoding itself (docs/engines.md)."""
+    options = CosyVoiceOptions(
+        fp16=settings.cosyvoice_fp16,
+        load_jit=settings.cosyvoice_load_jit,
+        load_trt=settings.cosyvoice_load_trt,
+        load_vllm=settings.cosyvoice_load_vllm,
+        trt_concurrent=settings.cosyvoice_trt_concurrent,
+        text_frontend=settings.cosyvoice_text_frontend,
+        ttsfrd_resource_dir=settings.cosyvoice_ttsfrd_resource_dir,
+    )
+    if not settings.cosyvoice_batching or settings.cosyvoice_load_vllm:
+        if settings.cosyvoice_batching:
+            log.info("cosyvoice batching off: vLLM batches the LLM's decoding (TTS_COSYVOICE_LOAD_VLLM)")
+        return CosyVoiceEngine(settings.model_dir, options=options, model_version=settings.model_version)
+    from consumer.engines.cosyvoice_batched.engine import BatchedCosyVoiceEngine, BatchingOptions
+
+    return BatchedCosyVoiceEngine(
         settings.model_dir,
-        options=CosyVoiceOptions(
-            fp16=settings.cosyvoice_fp16,
-            load_jit=settings.cosyvoice_load_jit,
-            load_trt=settings.cosyvoice_load_trt,
-            load_vllm=settings.cosyvoice_load_vllm,
-            trt_concurrent=settings.cosyvoice_trt_concurrent,
-            text_frontend=settings.cosyvoice_text_frontend,
-            ttsfrd_resource_dir=settings.cosyvoice_ttsfrd_resource_dir,
-        ),
+        options=options,
         model_version=settings.model_version,
+        batching=BatchingOptions(
+            max_sequences=settings.cosyvoice_batch_max_sequences,
+            max_tokens=settings.cosyvoice_batch_max_tokens,
+            vocoder_max_items=settings.cosyvoice_vocoder_batch_max,
+        ),
     )

@@ -32,19 +32,12 @@ from consumer.engine import (
 from consumer.engines import cosyvoice_compat, cosyvoice_textnorm
 from consumer.engines.cosyvoice import CosyVoiceEngine
 from consumer.engines.cosyvoice_model import CosyVoiceOptions, import_automodel
+from tests.support.cosyvoice_models import prompt_voice as voice
 
 SAMPLES_PER_TOKEN = 960  # 24 kHz / 25 tokens a second
 MAX_TOKEN_TEXT_RATIO = 20  # CosyVoice's default cap, which the test models always reach
 V3_PREFIX = "You are a helpful assistant.<|endofprompt|>"
 FAMILIES = ("cosyvoice3", "cosyvoice2")
-
-
-def voice(transcript: str = "Hello there, this is my voice.", *, seed: int = 0) -> PromptAudio:
-    rate = 24_000
-    t = np.arange(3 * rate) / rate
-    rng = np.random.default_rng(seed)
-    samples = 0.1 * np.sin(2 * np.pi * (120 + 10 * seed) * t) + 0.01 * rng.standard_normal(len(t))
-    return PromptAudio(f"{seed:064x}", transcript, AudioBuffer(samples.astype(np.float32), rate))
 
 
 def task(text: str, key: str = "k1", **kwargs: Any) -> SynthesisTask:

@@ -10,6 +10,9 @@ import hashlib
 import shutil
 from pathlib import Path
 
+import numpy as np
+
+from consumer.engine import AudioBuffer, PromptAudio
 from tests.support.stack import ROOT
 
 CACHE = ROOT / ".infra" / "test-models"
@@ -38,3 +41,13 @@ def tiny_model(family: str) -> Path:
             shutil.rmtree(target, ignore_errors=True)
             partial.rename(target)
     return target
+
+
+def prompt_voice(transcript: str = "Hello there, this is my voice.", *, seed: int = 0) -> PromptAudio:
+    """Three seconds of a 24 kHz tone with a little noise: a prompt the frontend accepts (the
+    test models' audio is noise whatever the prompt)."""
+    rate = 24_000
+    t = np.arange(3 * rate) / rate
+    rng = np.random.default_rng(seed)
+    samples = 0.1 * np.sin(2 * np.pi * (120 + 10 * seed) * t) + 0.01 * rng.standard_normal(len(t))
+    return PromptAudio(f"{seed:064x}", transcript, AudioBuffer(samples.astype(np.float32), rate))

@@ -17,6 +17,7 @@ import torch
 
 from consumer.engine import (
     AudioBuffer,
+    ContinuousEngine,
     Engine,
     EngineError,
     EngineLoadError,
@@ -172,9 +173,14 @@ def test_create_engine_maps_the_settings(tmp_path: Path) -> None:
         cosyvoice_trt_concurrent=4,
     )
     engine = create_engine(settings)
+    assert type(engine) is CosyVoiceEngine, "vLLM batches the LLM itself: the official path"
     assert engine.limits.max_items == 4  # vLLM batches the decoding of concurrent requests
     assert engine._options.text_frontend == "auto"
-    assert create_engine(WorkerSettings(engine="cosyvoice")).limits.max_items == 1
+    official = create_engine(WorkerSettings(engine="cosyvoice", cosyvoice_batching="off"))
+    assert type(official) is CosyVoiceEngine and official.limits.max_items == 1
+    batched = create_engine(WorkerSettings(engine="cosyvoice", cosyvoice_batch_max_sequences=8))
+    assert isinstance(batched, ContinuousEngine), "batching is on by default"
+    assert batched.limits.max_items == 8
 
 
 def test_a_missing_cosyvoice_package_is_a_load_error_saying_what_to_install(
