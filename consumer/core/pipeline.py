@@ -5,7 +5,9 @@ Threads (the poll loop never waits on any of them):
 * **dispatcher** (consumer/core/dispatch.py) — voices, cache keys, coalescing, one Redis round
   trip of claims per batch of jobs, waiting on other workers' leases, lease renewal;
 * **engine** (consumer/core/synthesis.py) — batches from the flight board into the engine; while
-  it synthesises batch N, batch N-1 is being finished and stored;
+  it synthesises batch N, batch N-1 is being finished and stored. An engine that batches between
+  its own model steps is fed whenever it has room instead, and each task leaves it as soon as it
+  is done (consumer/core/continuous.py);
 * **finish and store pools** (consumer/core/storage.py) — post-processing and encoding, uploads,
   cache writes, answers.
 
@@ -20,13 +22,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from consumer.core.continuous import ContinuousEngineStage
 from consumer.core.dispatch import Dispatcher
 from consumer.core.messages import Job, Lane, TopicPartition
 from consumer.core.results import ResultFactory
 from consumer.core.stage import PipelineConfig, StageContext
 from consumer.core.storage import StoreStage
 from consumer.core.synthesis import EngineStage
-from consumer.engine import Engine
+from consumer.engine import ContinuousEngine, Engine
 from consumer.errors import FatalError
 from consumer.metrics import Metrics
 from consumer.ports import AudioFinisher, CrashLedger, DedupStore, ObjectStore, VoiceResolver
@@ -67,13 +70,24 @@ class Pipeline:
         self._ctx = StageContext(config=config, dedup=dedup, results=results, metrics=metrics, clock=clock)
         self._dispatcher = Dispatcher(self._ctx, engine_name=engine.name, voices=voices, finisher=finisher)
         self._store = StoreStage(self._ctx, engine_name=engine.name, finisher=finisher, store=store)
-        self._engine = EngineStage(
-            self._ctx,
-            engine=engine,
-            crashes=crashes,
-            deadline_passed=deadline_passed,
-            produced=self._store.submit,
-        )
+        # An engine that batches between its own steps is fed whenever it has room; any other
+        # gets one batch at a time.
+        if isinstance(engine, ContinuousEngine):
+            self._engine: EngineStage = ContinuousEngineStage(
+                self._ctx,
+                engine=engine,
+                crashes=crashes,
+                deadline_passed=deadline_passed,
+                produced=self._store.submit,
+            )
+        else:
+            self._engine = EngineStage(
+                self._ctx,
+                engine=engine,
+                crashes=crashes,
+                deadline_passed=deadline_passed,
+                produced=self._store.submit,
+            )
         self._threads: list[threading.Thread] = []
 
     @property

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from consumer.core.flights import Flight, FlightState
 from consumer.core.messages import DeadLetter, Job
@@ -19,6 +19,7 @@ from consumer.core.stage import StageContext, unexpected
 from consumer.engine import (
     AudioBuffer,
     Engine,
+    EngineBatchFailed,
     EngineError,
     EngineOutOfMemory,
     FailureKind,
@@ -88,8 +89,8 @@ class EngineStage:
                 # An engine bug, not a bad input: a failed batch like any other (retried, then
                 # failed), raised here so that the handler below answers every flight of it.
                 raise EngineError(f"engine returned {len(outcomes)} outcomes for {len(batch)} tasks")
-        except EngineOutOfMemory as exc:
-            self._split_after_oom(batch, exc)
+        except (EngineOutOfMemory, EngineBatchFailed) as exc:
+            self._split(batch, exc)
             return
         except EngineError as exc:
             log.warning("engine batch of %d failed: %s", len(batch), exc)
@@ -123,16 +124,20 @@ class EngineStage:
             raise
 
     def _record(self, batch: list[Flight], outcomes: list[TaskOutcome], elapsed: float) -> None:
-        metrics = self._ctx.metrics
         audio_s = sum(o.duration_seconds for o in outcomes if isinstance(o, AudioBuffer))
-        metrics.batch_size.observe(len(batch))
+        self._observe(len(batch), elapsed, audio_s)
+
+    def _observe(self, size: int, elapsed: float, audio_s: float) -> None:
+        """A batch's metrics: its size, its time in the engine and the audio it made."""
+        metrics = self._ctx.metrics
+        metrics.batch_size.observe(size)
         metrics.engine_seconds.observe(elapsed)
         metrics.audio_seconds.inc(audio_s)
         if audio_s > 0:
             metrics.realtime_factor.observe(elapsed / audio_s)
         log.debug(
             "engine batch",
-            extra={"batch_size": len(batch), "engine_s": round(elapsed, 4), "audio_s": round(audio_s, 3)},
+            extra={"batch_size": size, "engine_s": round(elapsed, 4), "audio_s": round(audio_s, 3)},
         )
 
     def _drop_expired(self, batch: list[Flight]) -> list[Flight]:
@@ -153,13 +158,16 @@ class EngineStage:
                 ctx.release([flight])
         return kept
 
-    def _screen_crash_loops(self, batch: list[Flight]) -> list[Flight]:
+    def _screen_crash_loops(self, batch: list[Flight], in_engine: Sequence[str] = ()) -> list[Flight]:
+        """`batch` less the messages past the crash limit (dead-lettered) and, in a batch of
+        several, the suspects (requeued to run alone). What enters the engine is recorded as in
+        flight, along with `in_engine` (the ids of work already inside it)."""
         ctx = self._ctx
         if not batch:
             return batch
         try:
             crashes = self._crashes.begin(
-                ctx.config.instance_id, [message_id(j) for f in batch for j in f.jobs]
+                ctx.config.instance_id, [*in_engine, *(message_id(j) for f in batch for j in f.jobs)]
             )
         except CacheUnavailable:
             ctx.metrics.dependency_errors.labels(dependency="redis").inc()
@@ -192,7 +200,9 @@ class EngineStage:
             kept.append(flight)
         if len(kept) != len(batch):
             with contextlib.suppress(CacheUnavailable):  # only what enters the engine is in flight
-                self._crashes.begin(ctx.config.instance_id, [message_id(j) for f in kept for j in f.jobs])
+                self._crashes.begin(
+                    ctx.config.instance_id, [*in_engine, *(message_id(j) for f in kept for j in f.jobs)]
+                )
         return kept
 
     def _end_crash_watch(self) -> None:
@@ -201,10 +211,18 @@ class EngineStage:
         except CacheUnavailable:
             self._ctx.metrics.dependency_errors.labels(dependency="redis").inc()
 
-    def _split_after_oom(self, batch: list[Flight], exc: EngineOutOfMemory) -> None:
+    def _split(self, batch: list[Flight], exc: EngineError) -> None:
+        """Out of memory, or a failure no one task can be blamed for: each task again, alone
+        (a task that was alone is retried with back-off, then failed)."""
         if len(batch) == 1:
-            self._ctx.retry_or_fail(batch[0], TaskFailure(FailureKind.TRANSIENT, f"out of memory: {exc}"))
+            self._ctx.retry_or_fail(batch[0], TaskFailure(FailureKind.TRANSIENT, _why(exc)))
             return
-        log.warning("engine out of memory on a batch of %d; retrying each task alone", len(batch))
+        log.warning(
+            "engine batch of %d failed (%s); retrying each task alone", len(batch), type(exc).__name__
+        )
         for flight in batch:
             self._ctx.board.requeue(flight, quarantine=True)
+
+
+def _why(exc: EngineError) -> str:
+    return f"out of memory: {exc}" if isinstance(exc, EngineOutOfMemory) else str(exc)

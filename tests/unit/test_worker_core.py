@@ -30,8 +30,7 @@ from consumer.core.messages import (
 )
 from consumer.core.offsets import OffsetTracker
 from consumer.core.pipeline import Pipeline, PipelineProgress
-from consumer.core.results import ResultFactory
-from consumer.core.stage import PipelineConfig, StageContext
+from consumer.core.stage import StageContext
 from consumer.core.storage import StoreStage
 from consumer.core.tracing import child_span, parse_traceparent
 from consumer.engine import AudioBuffer, BatchLimits, EngineCapabilities, SynthesisTask, TaskOutcome
@@ -39,21 +38,24 @@ from consumer.engines.null import NullEngine
 from consumer.errors import BrokerUnavailable, FatalError
 from consumer.health import HealthState
 from consumer.metrics import Metrics
-from consumer.ports import Acquired, CachedAudio, Claim, FinishSpec, HeldElsewhere, Hit
-from consumer.settings import CacheFailurePolicy, Guarantee
+from consumer.ports import FinishSpec
+from consumer.settings import Guarantee
 from schemas import dlq
 from schemas.codec import request_codec
 from schemas.errors import DecodeError, DecodeReason
-from schemas.model import AudioFormat, ErrorCode, PresetVoice, RegisteredVoice, SynthesisRequest, now_ms
+from schemas.model import AudioFormat, ErrorCode, PresetVoice, RegisteredVoice, SynthesisRequest
 from schemas.validation import RequestLimits
 from tests.support.fakes import PresetResolver, TrippingResolver, WavFinisher
 from tests.support.memory_store import MemoryObjectStore
-
-TP = TopicPartition("req", 0)
-
-
-def _job(offset: int, tp: TopicPartition = TP, lane: Lane = Lane.INTERACTIVE) -> Job:
-    return Job(InboundMessage(tp.topic, tp.partition, offset, b"k", b"v"), lane)
+from tests.support.worker_core import TP, MemoryRedis
+from tests.support.worker_core import failure_of as _failure
+from tests.support.worker_core import job as _job
+from tests.support.worker_core import pipeline_config as _pipeline_config
+from tests.support.worker_core import request as _request
+from tests.support.worker_core import request_job as _request_job
+from tests.support.worker_core import results as _results
+from tests.support.worker_core import succeeded as _succeeded
+from tests.support.worker_core import wait_for as _wait_for
 
 
 def _settle(job: Job) -> None:
@@ -295,10 +297,6 @@ def test_held_partitions_stay_paused_until_their_time() -> None:
 # ------------------------------------------------------------------------------------ intake --
 
 
-def _results() -> ResultFactory:
-    return ResultFactory(engine="null", model_version="m", worker_id="w", results_topic="res")
-
-
 def _intake(capabilities: EngineCapabilities | None = None, decode: Any = None) -> Intake:
     results = _results()
     policy = IntakePolicy(
@@ -312,16 +310,6 @@ def _intake(capabilities: EngineCapabilities | None = None, decode: Any = None) 
 
 def _message(request: SynthesisRequest, offset: int = 1, **kw: Any) -> InboundMessage:
     return InboundMessage("req", 0, offset, b"k", request_codec().encode(request), **kw)
-
-
-def _request(**fields: Any) -> SynthesisRequest:
-    base: dict[str, Any] = {
-        "request_id": "r1",
-        "text": "hello",
-        "voice": PresetVoice("en-us"),
-        "created_at_ms": now_ms(),
-    }
-    return SynthesisRequest(**{**base, **fields})
 
 
 @pytest.mark.parametrize(
@@ -405,13 +393,6 @@ class FakeProducer:
 
     def abort(self) -> None:
         self.events.append("abort")
-
-
-def _request_job(offset: int, **fields: Any) -> Job:
-    """A decoded job with a text of its own (so a cache key of its own)."""
-    job = _job(offset)
-    job.request = _request(**{"request_id": f"r{offset}", "text": f"hello {offset}", **fields})
-    return job
 
 
 def _answered_job(offset: int) -> Job:
@@ -524,25 +505,6 @@ class RenewingStore:
         return {k for k in keys if k in self.kept}
 
 
-def _pipeline_config(**overrides: Any) -> PipelineConfig:
-    config = PipelineConfig(
-        instance_id="w",
-        model_version="m",
-        audio_bucket="b",
-        audio_prefix="p",
-        default_loudness_lufs=-16.0,
-        lease_ttl_ms=30_000,
-        cache_ttl_s=60,
-        cache_failure_policy=CacheFailurePolicy.WAIT,
-        batch_limits=BatchLimits(8, 1000),
-        batch_max_wait_s=0.0,
-        engine_max_retries=1,
-        engine_retry_backoff_s=0.0,
-        poison_max_attempts=2,
-    )
-    return dataclasses.replace(config, **overrides)
-
-
 def _stage_context(store: Any) -> StageContext:
     return StageContext(_pipeline_config(), store, _results(), Metrics())
 
@@ -597,54 +559,6 @@ def test_the_engine_waits_when_storage_falls_behind() -> None:
 # ------------------------------------------------------------ pipeline: unexpected failures --
 
 
-class MemoryRedis:
-    """DedupStore and CrashLedger in memory: every key is free unless `held_elsewhere` says
-    another worker has it; `claim_error` and `renew_error` make those calls raise."""
-
-    def __init__(self) -> None:
-        self.cached: dict[str, CachedAudio] = {}
-        self.held_elsewhere = False
-        self.released: list[str] = []
-        self.claim_error: Exception | None = None
-        self.renew_error: Exception | None = None
-
-    def claim(self, keys: Sequence[str], owner: str, lease_ttl_ms: int) -> dict[str, Claim]:
-        if self.claim_error is not None:
-            raise self.claim_error
-        return {key: self._claim(key) for key in keys}
-
-    def _claim(self, key: str) -> Claim:
-        if key in self.cached:
-            return Hit(self.cached[key])
-        return HeldElsewhere(10_000) if self.held_elsewhere else Acquired()
-
-    def renew(self, keys: Sequence[str], owner: str, lease_ttl_ms: int) -> set[str]:
-        if self.renew_error is not None:
-            raise self.renew_error
-        return set(keys)
-
-    def complete(self, key: str, audio: CachedAudio, owner: str, cache_ttl_s: int) -> None:
-        self.cached[key] = audio
-
-    def complete_many(self, entries: Sequence[tuple[str, CachedAudio]], owner: str, cache_ttl_s: int) -> None:
-        self.cached.update(entries)
-
-    def release(self, keys: Sequence[str], owner: str) -> None:
-        self.released.extend(keys)
-
-    def count_lookups(self, hits: int, misses: int) -> None:
-        return None
-
-    def recover(self, instance_id: str) -> int:
-        return 0
-
-    def begin(self, instance_id: str, message_ids: Sequence[str]) -> dict[str, int]:
-        return {}
-
-    def end(self, instance_id: str) -> None:
-        return None
-
-
 Script = Callable[[list[TaskOutcome]], list[TaskOutcome]]
 
 
@@ -678,24 +592,6 @@ class HungCall:
         self.entered.set()
         self.release.wait(10)
         return outcomes
-
-
-def _wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = 5.0) -> None:
-    """Look at observable state until it holds, briefly pausing between looks."""
-    deadline = time.monotonic() + timeout_s
-    pause = threading.Event()
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        pause.wait(0.005)
-
-
-def _failure(job: Job) -> tuple[ErrorCode, bool]:
-    assert isinstance(job.outcome, Answer) and job.outcome.result.error is not None, "a failed result"
-    return job.outcome.result.error.code, job.outcome.result.error.retryable
-
-
-def _succeeded(job: Job) -> bool:
-    return isinstance(job.outcome, Answer) and job.outcome.result.error is None
 
 
 @dataclasses.dataclass
