@@ -94,6 +94,9 @@ bench: install up  ## the benchmark suite (~30 min): JSON and plots under bench/
 	$(PY) -m bench.run --repeats 3
 bench-smoke: install up  ## every benchmark scenario once at a tiny size: completes and adds up (no speed judged)
 	$(PY) -m bench.run --smoke
+.PHONY: bench-engine
+bench-engine: cosyvoice  ## batched vs official CosyVoice at concurrency 1-64, tiny and mid models (~15 min on 2 CPUs)
+	$(PY) -m bench.engine_bench $(if $(MODEL),--model $(MODEL),) $(if $(FP16),--fp16,) $(if $(LEVELS),--levels $(LEVELS),)
 .PHONY: bench-producer
 bench-producer: install up  ## producer side: client vs raw confluent-kafka, 1M-line backfill rate and memory (~10 min)
 	$(PY) -m bench.producer_bench

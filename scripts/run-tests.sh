@@ -22,6 +22,7 @@ step "integration" "$PY" -m pytest tests/integration -q -p no:cacheprovider
 step "e2e (worker processes, CLI)" "$PY" -m pytest tests/e2e -q -p no:cacheprovider
 step "helm (chart, KEDA, images)" "$PY" -m pytest tests/helm -q -p no:cacheprovider
 step "bench-smoke (every scenario completes)" "$PY" -m bench.run --smoke
+step "bench-engine smoke (batched CosyVoice)" "$PY" -m bench.engine_bench --smoke
 step "reliability (chaos short, fuzz, security)" "$PY" -m pytest tests/chaos tests/fuzz tests/security -m "not slow" -q -p no:cacheprovider
 
 printf '\n===== summary =====\n'

@@ -1,7 +1,8 @@
 """A worker process on the real CosyVoice (tiny random-weight CosyVoice 3 model): readiness waits
 for the model and its warm-up, and requests for a voice added with `tts-stream voices add` go
-Kafka -> worker -> S3 -> result event, in zero-shot, cross-lingual and instruct modes; a text
-with nothing speakable is answered with its documented code. Real Kafka, Redis, S3 and CLI."""
+Kafka -> worker -> S3 -> result event, in zero-shot, cross-lingual and instruct modes, through
+the batched path (the default); a text with nothing speakable is answered with its documented
+code. Real Kafka, Redis, S3 and CLI."""
 
 from __future__ import annotations
 
@@ -62,6 +63,7 @@ def test_a_cosyvoice_worker_answers_a_registered_voice_through_kafka(
     assert any(status != 200 for _, status in probes)  # the probe was answered while loading
     assert all(when >= warmed - 0.05 for when, status in probes if status == 200)
     assert logged_at(worker, "cosyvoice text frontend") < warmed
+    assert logged_at(worker, "cosyvoice batching on") < warmed, "the batched path, by default"
 
     voice = RegisteredVoice(name)
     zero_shot = request("Good morning, and welcome.", voice)

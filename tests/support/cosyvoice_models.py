@@ -1,4 +1,4 @@
-"""Tiny random-weight CosyVoice models for the tests, made once and cached under .infra.
+"""Random-weight CosyVoice models for the tests and benchmarks, made once and cached under .infra.
 
 The cache key is a hash of the model maker's own source, so changing the maker remakes the
 models; the manifest is written last, so a half-made directory is never reused."""
@@ -28,16 +28,21 @@ def _maker_digest() -> str:
 
 def tiny_model(family: str) -> Path:
     """The path of a complete tiny model of `family`, made if it is missing or stale."""
+    return made_model(family, "tiny")
+
+
+def made_model(family: str, size: str) -> Path:
+    """The path of a complete model of `family` and `size`, made if it is missing or stale."""
     from consumer.engines.cosyvoice_testmodel import make_test_model, read_manifest
 
     CACHE.mkdir(parents=True, exist_ok=True)
-    target = CACHE / f"{family}-tiny-{_maker_digest()}"
+    target = CACHE / f"{family}-{size}-{_maker_digest()}"
     with (CACHE / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two test processes never make the same model at once
         if read_manifest(target) is None:
             partial = target.with_name(target.name + ".partial")
             shutil.rmtree(partial, ignore_errors=True)
-            make_test_model(family, "tiny", partial)
+            make_test_model(family, size, partial)
             shutil.rmtree(target, ignore_errors=True)
             partial.rename(target)
     return target

@@ -6,7 +6,9 @@ parameter counts can be compared with the released checkpoints. `tiny` keeps eve
 number that fixes the audio's timing -- 24 kHz output, 25 speech tokens a second, two mel
 frames per token, 480 samples per mel frame, 6561 speech codes, Qwen's 151,936-entry text
 vocabulary -- and shrinks only widths and depths, so a short request costs well under a second
-of CPU.
+of CPU. `mid` sits between them (about a twentieth of the full model's compute per token, with
+the full model's head width of 64): big enough that the arithmetic, not Python, dominates a CPU
+run, small enough for a benchmark of many requests on two cores.
 
 The yaml instantiates CosyVoice's own classes by their import paths, exactly as the released
 `cosyvoice2.yaml` / `cosyvoice3.yaml` do. It holds only the keys the inference classes read
@@ -19,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 FAMILIES = ("cosyvoice3", "cosyvoice2")
-SIZES = ("tiny", "full")
+SIZES = ("tiny", "mid", "full")
 
 # Fixed by the released models: changing any of these changes the model's contract.
 SAMPLE_RATE_HZ = 24_000
@@ -68,16 +70,19 @@ class ModelDims:
 
 _QWEN = {
     "full": QwenDims(hidden=896, intermediate=4864, layers=24, heads=14, kv_heads=2),
+    "mid": QwenDims(hidden=384, intermediate=2048, layers=8, heads=6, kv_heads=2),
     "tiny": QwenDims(hidden=64, intermediate=128, layers=2, heads=4, kv_heads=2),
 }
 _FLOW = {
     ("cosyvoice3", "full"): FlowDims(1024, 22, 16, 64, 1024, 0, 0, 0, 0),
+    ("cosyvoice3", "mid"): FlowDims(256, 6, 4, 64, 256, 0, 0, 0, 0),
     ("cosyvoice3", "tiny"): FlowDims(64, 2, 2, 32, 64, 0, 0, 0, 0),
     ("cosyvoice2", "full"): FlowDims(512, 6, 8, 64, 0, 256, 4, 12, 2048),
     # CosyVoice 2's encoder hard-codes 512 channels in its look-ahead and upsampling layers.
+    ("cosyvoice2", "mid"): FlowDims(512, 3, 8, 64, 0, 128, 2, 4, 1024),
     ("cosyvoice2", "tiny"): FlowDims(512, 1, 4, 32, 0, 64, 1, 2, 256),
 }
-_HIFT = {"full": HiftDims(512), "tiny": HiftDims(32)}
+_HIFT = {"full": HiftDims(512), "mid": HiftDims(128), "tiny": HiftDims(32)}
 
 
 def dims_for(family: str, size: str) -> ModelDims:
