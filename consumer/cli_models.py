@@ -251,7 +251,8 @@ def pull(source: str, destination: Path) -> None:
     type=click.Choice(["tiny", "mid", "full"]),
     default="tiny",
     show_default=True,
-    help="tiny: small widths for CPU tests; mid: for CPU benchmarks; full: the released model's dimensions (for a GPU).",
+    help="tiny: small widths for CPU tests; mid: for CPU benchmarks; full: the released model's "
+    "dimensions (for a GPU).",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights.")
 @click.option(

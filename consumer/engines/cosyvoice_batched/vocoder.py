@@ -15,6 +15,8 @@ modules run on a padded batch:
   buffers too); each row is cut to its own length. CosyVoice 2's vocoder is not causal and draws
   fresh noise from torch's generator, so it runs one sequence at a time, with the generator
   seeded from the request: its audio is reproducible, which the official path's is not.
+* A batch is cut into buckets of similar length (at most PADDING_WASTE of padding each): the
+  estimator computes a padded frame like a real one, ten times over.
 * A TensorRT flow estimator is built for batches of two rows: with one, the flow runs per
   sequence (the LLM stage still batches).
 """
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
     import torch
 
 N_TIMESTEPS = 10  # the official token2wav's flow-matching steps
+PADDING_WASTE = 0.25  # the most padding a flow batch may carry, as a share of its real frames
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,9 +68,11 @@ class Token2Wav:
     def run(self, items: Sequence[VocodeItem]) -> list[np.ndarray]:
         """Float32 samples per item, in order (none for an item without tokens)."""
 
-        spoken = [item for item in items if item.tokens]
-        audio = iter(self._run(spoken) if spoken else [])
-        return [next(audio) if item.tokens else np.zeros(0, dtype=np.float32) for item in items]
+        audio: dict[int, np.ndarray] = {}
+        for bucket in length_buckets([(i, item) for i, item in enumerate(items) if item.tokens]):
+            for (index, _), samples in zip(bucket, self._run([item for _, item in bucket]), strict=True):
+                audio[index] = samples
+        return [audio.get(index, np.zeros(0, dtype=np.float32)) for index in range(len(items))]
 
     def _run(self, items: Sequence[VocodeItem]) -> list[np.ndarray]:
         import torch
@@ -191,6 +196,22 @@ class Token2Wav:
                 yield
         else:
             yield
+
+
+def length_buckets(items: Sequence[tuple[int, VocodeItem]]) -> list[list[tuple[int, VocodeItem]]]:
+    """`items` by length, cut wherever padding to the bucket's longest would waste more than
+    PADDING_WASTE of its frames: padded frames are computed like real ones, in every one of the
+    flow's 10 steps."""
+    buckets: list[list[tuple[int, VocodeItem]]] = []
+    for entry in sorted(items, key=lambda e: e[1].frames):
+        bucket = buckets[-1] if buckets else None
+        if bucket is not None:
+            real = sum(item.frames for _, item in bucket) + entry[1].frames
+            if entry[1].frames * (len(bucket) + 1) <= (1 + PADDING_WASTE) * real:
+                bucket.append(entry)
+                continue
+        buckets.append([entry])
+    return buckets
 
 
 def _encode_v2(encoder: Any, xs: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
