@@ -88,7 +88,7 @@ class LengthForcing:
         llm.inference = lambda text, text_len, *args, **kwargs: inference(
             text, text_len, *args, **{**kwargs, **self._bounds(text, int(text_len))}
         )
-        decoder = batched._decoder
+        decoder = batched.decoder
         assert decoder is not None
         sequence = decoder.sequence
         decoder.sequence = lambda model_input, sampling, **_: sequence(  # type: ignore[method-assign]

@@ -361,7 +361,7 @@ def tasks_for(prefix: str, count: int) -> list[SynthesisTask]:
 
 def fail_a_decoding_step(engine: BatchedCosyVoiceEngine, error: Exception) -> None:
     """The third backbone call from now raises `error`: a step with every sequence inside."""
-    decoder = engine._decoder
+    decoder = engine.decoder
     assert decoder is not None
     original, calls = decoder._forward, itertools.count()
 

@@ -37,13 +37,14 @@ from consumer.engine import (
     TaskFailure,
     TaskOutcome,
 )
-from consumer.engines.cosyvoice import Call, CosyVoiceEngine
+from consumer.engines.cosyvoice import DEFAULT_SPEAKER_CACHE, Call, CosyVoiceEngine
 from consumer.engines.cosyvoice_batched.decoder import SpeechDecoder
 from consumer.engines.cosyvoice_batched.inputs import model_inputs
 from consumer.engines.cosyvoice_batched.sampling import SamplingRow, request_rng
 from consumer.engines.cosyvoice_batched.scheduler import BatchScheduler, SchedulerLimits, Segment
 from consumer.engines.cosyvoice_batched.vocoder import Token2Wav
 from consumer.engines.cosyvoice_faults import AcceleratorFailed, empty_cuda_cache, failure_class
+from consumer.engines.cosyvoice_model import CosyVoiceOptions
 
 if TYPE_CHECKING:
     import torch
@@ -74,9 +75,17 @@ class BatchingOptions:
 
 class BatchedCosyVoiceEngine(CosyVoiceEngine):
     def __init__(
-        self, model_dir: Path | None, *, batching: BatchingOptions | None = None, **kwargs: Any
+        self,
+        model_dir: Path | None,
+        *,
+        options: CosyVoiceOptions | None = None,
+        model_version: str | None = None,
+        speaker_cache_size: int = DEFAULT_SPEAKER_CACHE,
+        batching: BatchingOptions | None = None,
     ) -> None:
-        super().__init__(model_dir, **kwargs)
+        super().__init__(
+            model_dir, options=options, model_version=model_version, speaker_cache_size=speaker_cache_size
+        )
         self._batching = batching or BatchingOptions()
         self._scheduler: BatchScheduler | None = None
         self._decoder: SpeechDecoder | None = None
@@ -135,6 +144,10 @@ class BatchedCosyVoiceEngine(CosyVoiceEngine):
     @property
     def scheduler(self) -> BatchScheduler | None:
         return self._scheduler
+
+    @property
+    def decoder(self) -> SpeechDecoder | None:
+        return self._decoder
 
     # ------------------------------------------------------------------ synthesis --
 
