@@ -63,7 +63,7 @@ ca front-proxy-ca tts-k8s-front-proxy-ca
 
 cert apiserver ca "/CN=kube-apiserver" serverAuth \
   "DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,DNS:localhost,IP:$SERVICE_IP,IP:$K8S_NODE_IP,IP:127.0.0.1"
-cert apiserver-kubelet-client ca "/O=kubeadm:cluster-admins/CN=kube-apiserver-kubelet-client" clientAuth
+cert apiserver-kubelet-client ca "/CN=kube-apiserver-kubelet-client" clientAuth
 cert front-proxy-client front-proxy-ca "/CN=front-proxy-client" clientAuth
 cert admin ca "/O=system:masters/CN=tts-k8s-admin" clientAuth
 cert controller-manager ca "/CN=system:kube-controller-manager" clientAuth

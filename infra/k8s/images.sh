@@ -103,7 +103,8 @@ tts_image() {
     # the RUN steps as read-only mounts, never as files in a layer
     [ -f /etc/pip.conf ] && mounts+=(--volume /etc/pip.conf:/etc/pip.conf:ro)
     mounts+=(--volume /etc/ssl/certs:/etc/ssl/certs:ro)
-    if ! buildah_ bud --isolation chroot --network host --layers=false "${mounts[@]}" \
+    # docker format: OCI image configs have no HEALTHCHECK, and the Dockerfile declares one
+    if ! buildah_ bud --format docker --isolation chroot --network host --layers=false "${mounts[@]}" \
         --build-arg PYTHON_IMAGE="$BASE_IMAGE" --build-arg VERSION="${tag%-cpu}" \
         --build-arg REVISION="$(git -C "$K8S_ROOT" rev-parse HEAD 2>/dev/null || echo unknown)" \
         --target cpu --tag "$TTS_REPOSITORY:$tag" -f "$K8S_ROOT/Dockerfile" "$K8S_ROOT" \
@@ -112,6 +113,9 @@ tts_image() {
       k8s_die "building the cpu image failed"
     fi
     export_image "$TTS_REPOSITORY:$tag" "$archive"
+    # the build stages hold two more copies of the venv: gigabytes the archive makes redundant
+    buildah_ rmi "$TTS_REPOSITORY:$tag" >/dev/null
+    buildah_ rmi --prune >/dev/null 2>&1 || true
     k8s_say "built $TTS_REPOSITORY:$tag in $((SECONDS - started)) s; archive $(du -h "$archive" | cut -f1)"
   fi
   load "$archive" "$TTS_REPOSITORY:$tag"

@@ -24,7 +24,8 @@ kubectl() { "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_ADMIN" "$@"; }
 start() {
   local name="$1"; shift
   if k8s_pid_alive "$name"; then return 0; fi
-  nsenter -t "$HOLDER" -n -m -- setsid env WATCH_NAMESPACE= POD_NAMESPACE=keda KUBECONFIG="$KEDA_KUBECONFIG" \
+  nsenter -t "$HOLDER" -n -m -- setsid env WATCH_NAMESPACE= POD_NAMESPACE=keda KEDA_CLUSTER_OBJECT_NAMESPACE=keda \
+    KUBECONFIG="$KEDA_KUBECONFIG" \
     "$@" >"$K8S_LOG/$name.log" 2>&1 </dev/null &
   echo $! >"$K8S_RUN/$name.pid"
 }
@@ -34,8 +35,10 @@ install_manifests() {
   kubectl apply --server-side -f "$KEDA_SRC/config/crd/bases/" >/dev/null
   kubectl apply -f "$KEDA_SRC/config/general/namespace.yaml" \
     -f "$KEDA_SRC/config/service_account/service_account.yaml" >/dev/null
-  kubectl apply -n keda -f "$KEDA_SRC/config/rbac/role.yaml" -f "$KEDA_SRC/config/rbac/role_binding.yaml" \
-    -f "$KEDA_SRC/config/metrics-server/role.yaml" -f "$KEDA_SRC/config/metrics-server/role_binding.yaml" >/dev/null
+  kubectl apply -n keda -f "$KEDA_SRC/config/rbac/role.yaml" -f "$KEDA_SRC/config/rbac/role_binding.yaml" >/dev/null
+  # cluster-scoped, plus one RoleBinding in kube-system that names its namespace itself
+  kubectl apply -f "$KEDA_SRC/config/metrics-server/role.yaml" \
+    -f "$KEDA_SRC/config/metrics-server/role_binding.yaml" >/dev/null
   kubectl wait --for=condition=Established --timeout 60s crd/scaledobjects.keda.sh crd/triggerauthentications.keda.sh >/dev/null
 }
 

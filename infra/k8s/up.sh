@@ -96,14 +96,16 @@ setup_network() {
 
 setup_mounts() {
   mkdir -p "$NODE/var-log" "$NODE/sysctl"
-  # /run/netns and /var/lib/cni are where ip-netns and CNI keep state; they get private tmpfs
-  # mounts inside the node (the host directories are created only as mount points if missing)
-  for d in /run/netns /var/lib/cni; do
+  # /run/netns, /var/lib/cni and /run/containerd are where ip-netns, CNI and containerd's shims
+  # (a fixed path in containerd 1.6) keep state; they get private tmpfs mounts inside the node
+  # (the host directories are created only as mount points if missing)
+  for d in /run/netns /var/lib/cni /run/containerd; do
     if [ ! -d "$d" ]; then mkdir -p "$d" && echo "$d" >>"$K8S_RUN/created-dirs"; fi
   done
   node_exec mount --make-rshared /
   node_exec mount -t tmpfs -o size=64m,mode=755 tmpfs-tts-k8s /run/netns
   node_exec mount -t tmpfs -o size=64m,mode=755 tmpfs-tts-k8s /var/lib/cni
+  node_exec mount -t tmpfs -o size=64m,mode=711 tmpfs-tts-k8s /run/containerd
   # kubelet writes /var/log/pods and /var/log/containers (a fixed path): keep them in .infra
   node_exec mount --bind "$NODE/var-log" /var/log
   # The kubelet sets kernel tunables it expects (vm.overcommit_memory=1, kernel.panic=10,
@@ -151,6 +153,9 @@ start_apiserver() {
     --enable-aggregator-routing=true --profiling=false --event-ttl 2h \
     --feature-gates SizeBasedListCostEstimate=false
   wait_for kube-apiserver 120 kube-apiserver kubectl get --raw /readyz
+  # the API server's client certificate for kubelets (logs, exec, port-forward, metrics proxy)
+  kubectl create clusterrolebinding tts-k8s:apiserver-kubelet-api-admin --clusterrole system:kubelet-api-admin \
+    --user kube-apiserver-kubelet-client --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 }
 
 start_controllers() {
@@ -202,6 +207,9 @@ state = "$K8S_RUN/containerd"
   address = "$CONTAINERD_SOCK"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "tts-k8s.local/pause:3.10"
+  # This machine's root lacks CAP_SYS_RESOURCE, so no process may lower its OOM score below 0;
+  # containerd then clamps the kubelet's negative scores (-998 for sandboxes) at its own (0).
+  restrict_oom_score_adj = true
   netns_mounts_under_state_dir = true
   enable_selinux = false
   [plugins."io.containerd.grpc.v1.cri".cni]
@@ -214,6 +222,7 @@ state = "$K8S_RUN/containerd"
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
+        Root = "$K8S_RUN/runc"
 EOF
 }
 
@@ -245,6 +254,8 @@ tlsPrivateKeyFile: $PKI/kubelet.key
 containerRuntimeEndpoint: unix://$CONTAINERD_SOCK
 cgroupDriver: cgroupfs
 cgroupRoot: $K8S_CGROUP_ROOT
+# no CAP_SYS_RESOURCE here (see containerd's restrict_oom_score_adj): keep the kubelet's own at 0
+oomScoreAdj: 0
 failCgroupV1: false
 failSwapOn: false
 podCIDR: $K8S_POD_CIDR
