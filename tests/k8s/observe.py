@@ -28,6 +28,7 @@ class Sample:
     ready_pods: int
     pods: int
     hpa_desired: int | None
+    hpa_current: int | None
     hpa_metrics: dict[str, float]
     lag: dict[str, int]
 
@@ -104,11 +105,12 @@ class Recorder:
         ns, name = self.release.namespace, self.release.fullname
         deployment = self.release.deployment()
         pods = [p for p in self.release.pods() if not p["metadata"].get("deletionTimestamp")]
-        hpa_desired, metrics = None, {}
+        hpa_desired, hpa_current, metrics = None, None, {}
         if self.release.values["autoscaling"]["mode"] == "keda":
             hpa = self.cluster.get("hpa", f"keda-hpa-{name}", "-n", ns)
             status = hpa.get("status", {})
             hpa_desired = status.get("desiredReplicas")
+            hpa_current = status.get("currentReplicas")
             for metric in status.get("currentMetrics") or []:
                 external = metric.get("external") or {}
                 current = external.get("current", {})
@@ -122,6 +124,7 @@ class Recorder:
             ready_pods=sum(1 for p in pods if pod_ready(p)),
             pods=len(pods),
             hpa_desired=hpa_desired,
+            hpa_current=hpa_current,
             hpa_metrics=metrics,
             lag=lag,
         )
