@@ -21,7 +21,23 @@ from tests.support.kafka_io import ResultReader
 def test_install_answers_requests_and_every_object_is_live(
     cluster: Cluster, make_release: Callable[..., Release], kafka_config: dict[str, Any], s3_client: Any
 ) -> None:
-    release = make_release()
+    def restricted_egress(values: dict[str, Any]) -> None:
+        # what a locked-down install would apply: egress only to the stack's three ports
+        ports = [
+            int(a.rsplit(":", 1)[1].split("/")[0])
+            for a in (cluster.kafka_pod_bootstrap, cluster.redis_pod_url, cluster.s3_pod_endpoint)
+        ]
+        values["networkPolicy"] = {
+            "restrictEgress": True,
+            "egressTo": [
+                {
+                    "to": [{"ipBlock": {"cidr": f"{cluster.node_ip}/32"}}],
+                    "ports": [{"port": p, "protocol": "TCP"} for p in ports],
+                }
+            ],
+        }
+
+    release = make_release(values=restricted_egress)
     started = time.monotonic()
     release.install()
     install_s = time.monotonic() - started
@@ -79,7 +95,9 @@ def test_install_answers_requests_and_every_object_is_live(
     # the rest of what the chart renders exists as the API server stored it
     pdb = cluster.get("pdb", name, "-n", ns)
     assert pdb["spec"]["maxUnavailable"] == 1
+    # stored and valid, but not enforced: the bridge CNI plugin has no NetworkPolicy support
     policy = cluster.get("networkpolicy", name, "-n", ns)
     assert policy["spec"]["podSelector"]["matchLabels"]
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
     cluster.get("serviceaccount", name, "-n", ns)
     print(f"\n[k8s] helm install --wait took {install_s:.0f} s")
