@@ -166,7 +166,8 @@ start_controllers() {
     --bind-address 127.0.0.1 --leader-elect=false --use-service-account-credentials=true \
     --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key" \
     --root-ca-file "$PKI/ca.crt" --service-account-private-key-file "$PKI/sa.key" \
-    --service-cluster-ip-range "$K8S_SERVICE_CIDR" --allocate-node-cidrs=false \
+    --service-cluster-ip-range "$K8S_SERVICE_CIDR" \
+    --allocate-node-cidrs=true --cluster-cidr "$K8S_POD_CIDR" --node-cidr-mask-size 24 \
     --profiling=false
   start kube-scheduler "$K8S_BIN/kube-scheduler" \
     --kubeconfig "$PKI/scheduler.kubeconfig" \
@@ -258,7 +259,6 @@ cgroupRoot: $K8S_CGROUP_ROOT
 oomScoreAdj: 0
 failCgroupV1: false
 failSwapOn: false
-podCIDR: $K8S_POD_CIDR
 resolvConf: ""
 maxPods: 40
 serializeImagePulls: false
