@@ -20,15 +20,22 @@ CONTAINERD_SOCK="$K8S_RUN/containerd/containerd.sock"
 KUBECTL="$K8S_BIN/kubectl"
 STARTED=$SECONDS
 
+DEBIAN_PACKAGES=(etcd-server etcd-client containerd runc containernetworking-plugins buildah mmdebstrap iptables)
+
 preflight() {
   [ "$(id -u)" = 0 ] || k8s_die "the cluster needs root (namespaces, mounts, cgroups)"
   local missing=() tool
-  for tool in nsenter unshare ip openssl etcd containerd runc ctr iptables buildah; do
+  for tool in nsenter unshare ip openssl curl etcd containerd runc ctr iptables buildah mmdebstrap; do
     command -v "$tool" >/dev/null || missing+=("$tool")
   done
   [ -x /usr/lib/cni/bridge ] || missing+=("containernetworking-plugins")
   if [ "${#missing[@]}" -gt 0 ]; then
-    k8s_die "missing: ${missing[*]} (Debian: apt-get install etcd-server containerd runc containernetworking-plugins buildah mmdebstrap iptables)"
+    k8s_say "installing Debian's ${DEBIAN_PACKAGES[*]} (missing: ${missing[*]})"
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${DEBIAN_PACKAGES[@]}"; } \
+        >"$K8S_LOG/apt.log" 2>&1; then
+      tail -n 20 "$K8S_LOG/apt.log" >&2
+      k8s_die "apt-get install failed (log: $K8S_LOG/apt.log)"
+    fi
   fi
   [ -d /sys/fs/cgroup/memory ] || [ -f /sys/fs/cgroup/cgroup.controllers ] ||
     k8s_die "no cgroup hierarchy found under /sys/fs/cgroup"
