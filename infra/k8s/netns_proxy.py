@@ -21,6 +21,7 @@ import ctypes
 import os
 import signal
 import socket
+from collections.abc import Awaitable, Callable
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -64,7 +65,7 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         writer.close()
 
 
-def _handler(target_port: int):  # type: ignore[no-untyped-def]
+def _handler(target_port: int) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
     async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         try:
             upstream_r, upstream_w = await asyncio.open_connection("127.0.0.1", target_port)
