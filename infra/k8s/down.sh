@@ -70,9 +70,10 @@ main() {
   sleep 0.5
   kill_cgroup_procs
   remove_cgroups
-  if [ -f "$K8S_RUN/created-dirs" ]; then
-    while read -r d; do rmdir "$d" 2>/dev/null; done <"$K8S_RUN/created-dirs"
-    rm -f "$K8S_RUN/created-dirs"
+  # mount points up.sh or images.sh had to create on the host (removed only when empty)
+  if [ -f "$K8S_DIR/created-dirs" ]; then
+    while read -r d; do rmdir "$d" 2>/dev/null; done <"$K8S_DIR/created-dirs"
+    rm -f "$K8S_DIR/created-dirs"
   fi
   if [ "${1:-}" = "--wipe" ]; then
     rm -rf "$K8S_DIR/etcd" "$K8S_DIR/containerd" "$K8S_DIR/node" "$K8S_RUN"

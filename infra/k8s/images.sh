@@ -22,9 +22,19 @@ TTS_REPOSITORY="tts-k8s.local/tts-stream"
 CONTAINERD_SOCK="$K8S_RUN/containerd/containerd.sock"
 mkdir -p "$IMAGES"
 
+# buildah in a private mount namespace: its overlay mounts, and the state it keeps at fixed
+# paths whatever --root says (the blob-info cache in /var/lib/containers, network state in
+# /run/containers and /run/netns), land in .infra/k8s/buildah instead of on the host.
 buildah_() {
-  unshare --mount --propagation private -- buildah --root "$K8S_DIR/buildah/storage" \
-    --runroot "$K8S_RUN/buildah" --storage-driver overlay "$@"
+  local d
+  for d in /var/lib/containers /run/containers /run/netns; do mountpoint_dir "$d"; done
+  mkdir -p "$K8S_DIR/buildah/var-lib-containers" "$K8S_DIR/buildah/run-containers" "$K8S_RUN/buildah-netns"
+  unshare --mount --propagation private -- sh -c '
+    mount --bind "$1/buildah/var-lib-containers" /var/lib/containers &&
+    mount --bind "$1/buildah/run-containers" /run/containers &&
+    mount --bind "$2/buildah-netns" /run/netns && shift 2 && exec buildah "$@"' \
+    buildah-ns "$K8S_DIR" "$K8S_RUN" --root "$K8S_DIR/buildah/storage" --runroot "$K8S_RUN/buildah" \
+    --storage-driver overlay "$@"
 }
 
 ctr_() { ctr --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }

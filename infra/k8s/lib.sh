@@ -48,6 +48,14 @@ K8S_KAFKA_POD_PORT="${TTS_STACK_KAFKA_POD_PORT:-$(( ${TTS_STACK_KAFKA_PORT:-9092
 KUBECONFIG_ADMIN="$K8S_DIR/pki/admin.kubeconfig"
 
 k8s_say() { printf '[k8s] %s\n' "$*"; }
+
+# mountpoint DIR: make sure DIR exists so a private mount can cover it; a directory this creates
+# is recorded and removed again by down.sh (only if empty).
+mountpoint_dir() {
+  [ -d "$1" ] && return 0
+  mkdir -p "$1"
+  echo "$1" >>"$K8S_DIR/created-dirs"
+}
 k8s_die() { printf '[k8s] ERROR: %s\n' "$*" >&2; exit 1; }
 
 # The holder's PID: the process whose network and mount namespaces are the node's.

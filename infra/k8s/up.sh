@@ -103,16 +103,15 @@ setup_network() {
 
 setup_mounts() {
   mkdir -p "$NODE/var-log" "$NODE/sysctl"
-  # /run/netns, /var/lib/cni and /run/containerd are where ip-netns, CNI and containerd's shims
-  # (a fixed path in containerd 1.6) keep state; they get private tmpfs mounts inside the node
-  # (the host directories are created only as mount points if missing)
-  for d in /run/netns /var/lib/cni /run/containerd; do
-    if [ ! -d "$d" ]; then mkdir -p "$d" && echo "$d" >>"$K8S_RUN/created-dirs"; fi
-  done
+  # /run/netns, /var/lib/cni, /run/containerd and /var/lib/kubelet are where ip-netns, CNI,
+  # containerd's shims (a fixed path in containerd 1.6) and the kubelet's device-plugin socket (a
+  # fixed path, whatever --root-dir says) keep state: private tmpfs mounts inside the node
+  local d
+  for d in /run/netns /var/lib/cni /run/containerd /var/lib/kubelet; do mountpoint_dir "$d"; done
   node_exec mount --make-rshared /
-  node_exec mount -t tmpfs -o size=64m,mode=755 tmpfs-tts-k8s /run/netns
-  node_exec mount -t tmpfs -o size=64m,mode=755 tmpfs-tts-k8s /var/lib/cni
-  node_exec mount -t tmpfs -o size=64m,mode=711 tmpfs-tts-k8s /run/containerd
+  for d in /run/netns /var/lib/cni /run/containerd /var/lib/kubelet; do
+    node_exec mount -t tmpfs -o size=64m,mode=755 tmpfs-tts-k8s "$d"
+  done
   # kubelet writes /var/log/pods and /var/log/containers (a fixed path): keep them in .infra
   node_exec mount --bind "$NODE/var-log" /var/log
   # The kubelet sets kernel tunables it expects (vm.overcommit_memory=1, kernel.panic=10,
