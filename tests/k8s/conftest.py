@@ -93,6 +93,8 @@ def make_release(
         namespace = f"e2e-{suffix}"
         cluster.kubectl("create", "namespace", namespace)
         namespaces.append(namespace)
+        # the chart claims the restricted Pod Security Standard: let the API server enforce it
+        cluster.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
         cluster.kubectl(
             "-n",
             namespace,

@@ -1,13 +1,16 @@
-"""KEDA scales the bulk lane up on a backfill's lag and back down once it is drained."""
+"""KEDA scales the bulk lane up on a backfill's lag and back down once it is drained; and to zero
+when idle, woken by one request."""
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from tests.k8s.observe import Recorder, keda_desired, keda_metric_name
+from tests.k8s.observe import REPORTS, Recorder, keda_desired, keda_metric_name
 from tests.k8s.traffic import assert_exactly_once, submit, unique_requests
 from tests.support.cluster import Cluster, Release, wait_for
 from tests.support.kafka_io import ResultReader
@@ -89,3 +92,38 @@ def test_keda_scales_the_bulk_lane_up_on_lag_and_down_when_drained(
         checked += 1
     assert checked, "the HPA never reported the bulk lane's metric"
     assert samples[-1].spec_replicas == 1
+
+
+@pytest.mark.timeout(600)
+def test_scale_to_zero_when_idle_and_one_request_wakes_it(
+    cluster: Cluster, make_release: Callable[..., Release], kafka_config: dict[str, Any]
+) -> None:
+    def scale_to_zero(values: dict[str, Any]) -> None:
+        values["autoscaling"]["minReplicas"] = 0
+        values["autoscaling"]["keda"].update({"cooldownPeriod": 20, "initialCooldownPeriod": 0})
+
+    release = make_release(values=scale_to_zero)
+    started = time.monotonic()
+    release.install()
+    topics = release.values["topics"]
+    wait_for(
+        "KEDA to scale the idle Deployment to zero",
+        lambda: release.deployment()["spec"]["replicas"] == 0,
+        240,
+    )
+    to_zero_s = time.monotonic() - started
+    wait_for("the last worker to go", lambda: not release.pods(), 120)
+
+    reader = ResultReader(kafka_config, topics["results"])
+    try:
+        submitted = time.monotonic()
+        ids = submit(kafka_config, topics["requests"], unique_requests(3, "wake"))
+        assert_exactly_once(reader, ids, timeout_s=240, settle_s=3)
+        wake_s = time.monotonic() - submitted
+    finally:
+        reader.close()
+    assert release.deployment()["spec"]["replicas"] >= 1
+    figures = {"install_to_zero_s": to_zero_s, "request_to_answer_from_zero_s": wake_s}
+    print(f"\n[k8s] scale to zero: {figures}")
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    (REPORTS / "scale-to-zero.json").write_text(json.dumps(figures, indent=1))
