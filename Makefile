@@ -74,6 +74,22 @@ fuzz: install  ## deeper fuzzing: hypothesis with many examples, then atheris fo
 helm-test: up  ## Helm chart renders and rules, KEDA scaling on real lag, Dockerfile and compose checks
 	$(PYTEST) tests/helm -q
 
+# ------------------------------------------------------------------------- kubernetes ------------
+# A real single-node cluster (docs/deploy.md "Tried on a real cluster"); root only. Not part of
+# `make test`: its cold start builds Kubernetes, KEDA and the image (docs/development.md).
+K8S_POD_LISTENER = $(shell bash -c 'source infra/k8s/lib.sh && echo $$K8S_NODE_IP:$$K8S_KAFKA_POD_PORT')
+
+.PHONY: k8s-up k8s-down k8s-image k8s-e2e
+k8s-up:  ## a single-node Kubernetes cluster with KEDA (built from the Go module proxy, cached in .infra/k8s)
+	infra/k8s/up.sh
+k8s-down:  ## stop the cluster and remove its processes, interfaces, mounts and cgroups
+	infra/k8s/down.sh
+k8s-image: k8s-up  ## the cpu image from the Dockerfile (buildah on a Debian base), loaded into the cluster
+	infra/k8s/images.sh tts
+k8s-e2e: install k8s-image  ## helm install on the cluster: probes, KEDA scaling on lag, kills, upgrade (~15 min)
+	TTS_STACK_KAFKA_POD_LISTENER=$(K8S_POD_LISTENER) scripts/stack.sh up
+	$(PYTEST) tests/k8s -q -s -p no:cacheprovider
+
 .PHONY: test
 test: install cosyvoice up browser  ## install, start the stack, lint and run every suite that fits in a CI run
 	@scripts/run-tests.sh

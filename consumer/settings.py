@@ -211,6 +211,11 @@ class WorkerSettings(BaseSettings):
         gt=0,
         description="null engine: fixed audio length; unset: about 15 characters a second.",
     )
+    null_load_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="null engine: seconds its load takes (imitates a model load, for startup probes).",
+    )
     cosyvoice_fp16: bool = Field(default=False, description="cosyvoice: half precision.")
     cosyvoice_load_jit: bool = Field(default=False, description="cosyvoice: load the TorchScript modules.")
     cosyvoice_load_trt: bool = Field(default=False, description="cosyvoice: TensorRT flow decoder.")

@@ -116,15 +116,43 @@ kafka_java_opts() {
 
 kafka_ready() { "$PYTHON" "$ROOT/scripts/kafka_ready.py" "127.0.0.1:$KAFKA_PORT"; }
 
+# The optional listener for the local cluster's pods (TTS_STACK_KAFKA_POD_LISTENER=ADDRESS:PORT,
+# set by `make k8s-up`): bound to 127.0.0.1:PORT, advertised as ADDRESS:PORT.
+kafka_pod_listener_seds() {
+  local spec="${TTS_STACK_KAFKA_POD_LISTENER:-}" port
+  if [ -z "$spec" ]; then
+    printf '%s\n' -e 's#@POD_LISTENER@##' -e 's#@POD_ADVERTISED@##' -e 's#@POD_PROTOCOL@##'
+    return
+  fi
+  port="${spec##*:}"
+  printf '%s\n' -e "s#@POD_LISTENER@#,PODS://127.0.0.1:$port#" -e "s#@POD_ADVERTISED@#,PODS://$spec#" \
+    -e 's#@POD_PROTOCOL@#,PODS:PLAINTEXT#'
+}
+
+render_kafka_config() {
+  local seds
+  mapfile -t seds < <(kafka_pod_listener_seds)
+  sed -e "s#@DATA_DIR@#$KAFKA_DIR/data#" -e "s#@KAFKA_PORT@#$KAFKA_PORT#g" \
+      -e "s#@CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" "${seds[@]}" \
+      "$ROOT/infra/kafka/server.properties.in"
+}
+
 start_kafka() {
-  if pid_alive kafka; then return 0; fi
+  if pid_alive kafka; then
+    # a running broker whose listeners differ from the ones asked for (the pods' listener added
+    # or moved) is restarted with the new configuration; its data stays
+    if [ -n "${TTS_STACK_KAFKA_POD_LISTENER:-}" ] && ! render_kafka_config | cmp -s - "$KAFKA_DIR/server.properties"; then
+      say "restarting kafka with the listener for pods ($TTS_STACK_KAFKA_POD_LISTENER)"
+      stop_pid kafka 60
+    else
+      return 0
+    fi
+  fi
   require_free_port kafka "$KAFKA_PORT" TTS_STACK_KAFKA_PORT
   require_free_port kafka-controller "$KAFKA_CONTROLLER_PORT" TTS_STACK_KAFKA_CONTROLLER_PORT
   [ -x "$PYTHON" ] || die "kafka: $PYTHON is missing; run 'make install' first (it creates .venv)"
   mkdir -p "$KAFKA_DIR/data"
-  sed -e "s#@DATA_DIR@#$KAFKA_DIR/data#" -e "s#@KAFKA_PORT@#$KAFKA_PORT#g" \
-      -e "s#@CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" \
-      "$ROOT/infra/kafka/server.properties.in" >"$KAFKA_DIR/server.properties"
+  render_kafka_config >"$KAFKA_DIR/server.properties"
   # shellcheck disable=SC2046
   if [ ! -f "$KAFKA_DIR/data/meta.properties" ]; then
     (cd "$KAFKA_DIR" && java $(kafka_java_opts) -cp "$KAFKA_LIB/*" kafka.tools.StorageTool format \

@@ -2,7 +2,8 @@
 
 It returns silence of a plausible length (about 15 characters per second of speech, scaled by
 speed; or a fixed length, for "small audio" measurements) at 16 kHz, after an optional fixed
-per-batch latency (plus an optional per-item one) that imitates an accelerator. With that
+per-batch latency (plus an optional per-item one) that imitates an accelerator, and an optional
+load time that imitates a model load. With that
 latency it lets benchmarks measure what the pipeline around the engine costs, and how busy it
 keeps the engine.
 
@@ -44,8 +45,10 @@ class NullEngine:
         max_items: int = 32,
         audio_seconds: float | None = None,
         crash_marker: str | None = None,
+        load_seconds: float = 0.0,
     ) -> None:
         self._audio_seconds = audio_seconds
+        self._load_seconds = load_seconds
         self._latency_s = latency_ms / 1000.0
         self._latency_per_item_s = latency_per_item_ms / 1000.0
         self._max_items = max_items
@@ -75,7 +78,9 @@ class NullEngine:
         return BatchLimits(max_items=self._max_items, max_cost=self._max_items * 500)
 
     def load(self) -> None:
-        return None
+        # a real model load blocks start-up for minutes; this lets the probes be tried on it
+        if self._load_seconds > 0:
+            time.sleep(self._load_seconds)
 
     def warm_up(self) -> None:
         return None
@@ -107,4 +112,5 @@ def create_engine(settings: WorkerSettings) -> NullEngine:
         latency_per_item_ms=settings.null_latency_per_item_ms,
         audio_seconds=settings.null_audio_seconds,
         crash_marker=os.environ.get("TTS_TEST_CRASH_MARKER") or None,
+        load_seconds=settings.null_load_seconds,
     )
