@@ -50,10 +50,11 @@ status:  ## show which services run
 
 # ------------------------------------------------------------------------- checks ----------------
 .PHONY: lint
-lint: install  ## ruff (lint + format check) and mypy strict
+lint: install  ## ruff (lint + format check), mypy strict and the import layering (import-linter)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 .PHONY: unit integration e2e
 unit: install cosyvoice  ## unit tests only (no services)
