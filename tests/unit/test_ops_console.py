@@ -140,6 +140,22 @@ def test_login_form_and_logout(client: TestClient) -> None:
     assert client.get("/").status_code == 303
 
 
+@pytest.mark.parametrize(("scheme", "secure"), [("http", False), ("https", True)])
+def test_cookies_are_secure_when_served_over_tls(backend: FakeBackend, scheme: str, secure: bool) -> None:
+    app = create_app(backend, Auth(TOKEN), allowed_hosts=frozenset({"testserver"}))
+    with TestClient(app, base_url=f"{scheme}://testserver", follow_redirects=False) as tls_client:
+        set_cookies = tls_client.get(f"/login?token={TOKEN}").headers.get_list("set-cookie")
+    assert {c.split("=", 1)[0] for c in set_cookies} >= {SESSION_COOKIE, CSRF_COOKIE}
+    assert all(("; secure" in c.lower()) is secure for c in set_cookies), set_cookies
+
+
+def test_the_dead_letter_filter_offers_only_reasons_that_happen(client: TestClient) -> None:
+    page = logged_in(client).get("/dlq").text
+    assert 'value="CRASH_LOOP"' in page and 'value="TRUNCATED"' in page
+    assert 'value="TOO_LARGE"' not in page, "reserved: no worker emits it"
+    assert 'value="REGISTRY_UNAVAILABLE"' not in page, "retried, never dead-lettered"
+
+
 def test_login_never_redirects_off_site(client: TestClient) -> None:
     response = client.get(f"/login?token={TOKEN}&next=//evil.example/x")
     assert response.headers["location"] == "/"

@@ -43,7 +43,12 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
-REASONS = sorted({r.value for r in DecodeReason} | {r.value for r in DlqReason})
+# What a dead letter can carry: registry outages are retried, never dead-lettered, and TOO_LARGE is
+# reserved (schemas/dlq.py).
+REASONS = sorted(
+    ({r.value for r in DecodeReason} - {DecodeReason.REGISTRY_UNAVAILABLE.value})
+    | ({r.value for r in DlqReason} - {DlqReason.TOO_LARGE.value})
+)
 FORMATS = ("wav", "ogg_opus", "flac", "mp3")
 
 Handler = Callable[[Request, "Ctx"], Awaitable[Response]]
@@ -148,7 +153,14 @@ class Console:
             ctx.csrf_token = self.auth.csrf_token(ctx.csrf_cookie)
             response = await self._guarded(request, ctx, handler, login)
             if ctx.set_csrf:
-                response.set_cookie(CSRF_COOKIE, ctx.csrf_cookie, httponly=True, samesite="strict", path="/")
+                response.set_cookie(
+                    CSRF_COOKIE,
+                    ctx.csrf_cookie,
+                    httponly=True,
+                    samesite="strict",
+                    path="/",
+                    secure=_over_tls(request),
+                )
             for name, value in SECURITY_HEADERS.items():
                 response.headers.setdefault(name, value)
             return response
@@ -275,7 +287,7 @@ class Console:
         presented = request.query_params.get("token")
         if presented is not None:  # the link printed at start: log in, then drop the token from the URL
             if self.auth.token_matches(presented):
-                return self._logged_in(target)
+                return self._logged_in(target, secure=_over_tls(request))
             return self.render(request, ctx, "login.html", status=401, next=target, error="wrong token")
         if not self.auth.required:
             return RedirectResponse(target, status_code=303)
@@ -284,11 +296,11 @@ class Console:
     async def login(self, request: Request, ctx: Ctx) -> Response:
         target = _safe_next(ctx.form.get("next"))
         if self.auth.token_matches(ctx.form.get("token")):
-            return self._logged_in(target)
+            return self._logged_in(target, secure=_over_tls(request))
         log.warning("console login refused")
         return self.render(request, ctx, "login.html", status=401, next=target, error="wrong token")
 
-    def _logged_in(self, target: str) -> Response:
+    def _logged_in(self, target: str, *, secure: bool) -> Response:
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(
             SESSION_COOKIE,
@@ -297,6 +309,7 @@ class Console:
             httponly=True,
             samesite="strict",
             path="/",
+            secure=secure,
         )
         return response
 
@@ -336,3 +349,8 @@ def create_app(
         Route("/healthz", r(console.healthz, login=False)),
     ]
     return Starlette(routes=routes)
+
+
+def _over_tls(request: Request) -> bool:
+    """Served over TLS (the console's own, `--tls-cert`): cookies are then sent over TLS only."""
+    return request.url.scheme == "https"

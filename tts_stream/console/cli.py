@@ -53,6 +53,18 @@ def _read_token(token_file: Path | None) -> str | None:
 )
 @click.option("--no-auth", is_flag=True, help="No login at all (loopback only).")
 @click.option(
+    "--tls-cert",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Serve HTTPS with this PEM certificate (chain); cookies are then marked Secure.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="The private key of --tls-cert.",
+)
+@click.option(
     "--values",
     "values_file",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -65,6 +77,8 @@ def console(
     token_file: Path | None,
     allowed_hosts: tuple[str, ...],
     no_auth: bool,
+    tls_cert: Path | None,
+    tls_key: Path | None,
     values_file: Path | None,
 ) -> None:
     """Serve the operator console: lanes and lag, recent results with audio, dead letters with
@@ -87,6 +101,8 @@ def console(
     from tts_stream.ops.keda import load_chart_scaling
     from tts_stream.ops.settings import ops_settings
 
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
     token = None if no_auth else _read_token(token_file)
     generated = False
     if not no_auth and token is None and is_loopback(host):
@@ -108,7 +124,7 @@ def console(
     backend = LiveBackend(settings, chart)
     app = create_app(backend, Auth(token), allowed_hosts=frozenset(allowed))
     shown = f"[{host}]" if ":" in host else host
-    url = f"http://{shown}:{port}/"
+    url = f"{'https' if tls_cert else 'http'}://{shown}:{port}/"
     if generated:
         # The operator's terminal, not the log: the link carries the secret.
         click.echo(f"tts-stream console: {url}login?token={token}")
@@ -126,6 +142,8 @@ def console(
         access_log=False,  # an access log would record the login link's token
         proxy_headers=False,
         server_header=False,
+        ssl_certfile=str(tls_cert) if tls_cert else None,
+        ssl_keyfile=str(tls_key) if tls_key else None,
     )
     try:
         uvicorn.Server(config).run()
