@@ -1,24 +1,21 @@
-"""Just enough PromQL reading to find which series an expression selects, and with which labels.
+"""Which series a PromQL expression selects, and with which labels: the expression parsed by a
+real PromQL parser (promql-parser: Python bindings of the Rust `promql-parser` crate), its tree
+walked for vector selectors.
 
-Not a parser: it removes string literals, range/subquery brackets and grouping clauses, then
-treats every remaining identifier that is not a function call, keyword or number as a metric name.
-The tests in test_dashboard_alerts.py check it on known expressions before trusting it.
+Grafana's range variables (`$__rate_interval`, ...) are not PromQL; they are replaced by a
+duration first, as Grafana does before it sends a query. Variables inside label values are
+just strings to the parser.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
-KEYWORDS = frozenset(
-    {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left", "group_right"}
-)
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
-_BRACKETS = re.compile(r"\[[^\]]*\]")
-_GROUPING = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
-_SELECTOR = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)?\s*\{([^}]*)\}")
-_IDENT = re.compile(r"(?<![\w.$])([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?")
-_MATCHER = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"(?:[^"\\]|\\.)*"')
+import promql_parser
+
+_GRAFANA_RANGES = re.compile(r"\$__(rate_interval|interval|range)\b")
 
 
 @dataclass(frozen=True)
@@ -30,24 +27,27 @@ class SeriesUse:
 def series(expr: str) -> set[SeriesUse]:
     """Every metric the expression reads, with the label names its selectors match on."""
     found: set[SeriesUse] = set()
-    # Selectors first, while the label strings are still intact.
-    labels_by_metric: dict[str, set[str]] = {}
-    for match in _SELECTOR.finditer(expr):
-        name, body = match.group(1), match.group(2)
-        labels = {m.group(1) for m in _MATCHER.finditer(body)}
-        if name:
-            labels_by_metric.setdefault(name, set()).update(labels)
-    text = _SELECTOR.sub(lambda m: f" {m.group(1) or ''} ", expr)
-    text = _STRING.sub(" ", text)
-    text = _BRACKETS.sub(" ", text)
-    text = _GROUPING.sub(" ", text)
-    for match in _IDENT.finditer(text):
-        name, call = match.group(1), match.group(2)
-        if call or name in KEYWORDS or _is_number(name):
-            continue
-        found.add(SeriesUse(name, frozenset(labels_by_metric.get(name, set()))))
+    _walk(promql_parser.parse(_GRAFANA_RANGES.sub("5m", expr)), found)
     return found
 
 
-def _is_number(token: str) -> bool:
-    return token.lower() in {"inf", "nan"}
+def _walk(node: Any, found: set[SeriesUse]) -> None:
+    if isinstance(node, promql_parser.VectorSelector):
+        matchers = list(node.matchers.matchers) + [m for group in node.matchers.or_matchers for m in group]
+        name = node.name or next((m.value for m in matchers if m.name == "__name__"), None)
+        assert name, f"a selector without a metric name: {node}"
+        found.add(SeriesUse(name, frozenset(m.name for m in matchers if m.name != "__name__")))
+    elif isinstance(node, promql_parser.MatrixSelector):
+        _walk(node.vector_selector, found)
+    elif isinstance(node, promql_parser.BinaryExpr):
+        _walk(node.lhs, found)
+        _walk(node.rhs, found)
+    elif isinstance(node, promql_parser.Call):
+        for argument in node.args:
+            _walk(argument, found)
+    elif isinstance(node, promql_parser.AggregateExpr):
+        _walk(node.expr, found)
+        if node.param is not None:
+            _walk(node.param, found)
+    elif isinstance(node, (promql_parser.ParenExpr, promql_parser.UnaryExpr, promql_parser.SubqueryExpr)):
+        _walk(node.expr, found)
