@@ -23,7 +23,6 @@ from consumer.adapters.s3 import S3ObjectStore
 from consumer.core.checkpoint import Checkpointer
 from consumer.core.intake import Intake, IntakePolicy
 from consumer.core.loop import LoopConfig, WorkerLoop
-from consumer.core.messages import Lane
 from consumer.core.pipeline import Pipeline, PipelineConfig
 from consumer.core.results import ResultFactory
 from consumer.core.tracing import LocalTracer, Tracer
@@ -36,6 +35,7 @@ from consumer.ports import AudioFinisher, ObjectStore, VoiceResolver
 from consumer.settings import CacheFailurePolicy, Guarantee, WorkerSettings
 from schemas.codec import Framing, registry_client, request_codec, result_codec
 from schemas.model import SynthesisRequest, SynthesisResult
+from schemas.topics import Lane
 from tts_stream import __version__
 
 log = logging.getLogger(__name__)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
+from schemas.topics import Lane
+
 PREFIX = "tts"
 
 # Buckets in seconds: from a cache hit (~1 ms) to a long synthesis (minutes).
@@ -17,7 +19,7 @@ IO_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 RTF_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5)
 
-LANES = ("interactive", "bulk")
+LANES = tuple(lane.value for lane in Lane)
 OUTCOMES = ("succeeded", "failed", "expired", "invalid", "dead_lettered")
 
 

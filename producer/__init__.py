@@ -25,7 +25,7 @@ from producer.errors import (
     ResultTimeout,
 )
 from producer.requests import build_request, parse_voice, validate
-from producer.settings import Lane, ProducerSettings
+from producer.settings import ProducerSettings
 from producer.subscriber import ResultSubscriber, StartAt
 from schemas.codec import Framing
 from schemas.model import (
@@ -38,6 +38,7 @@ from schemas.model import (
     SynthesisRequest,
     SynthesisResult,
 )
+from schemas.topics import Lane
 from schemas.validation import RequestLimits
 
 __all__ = [

@@ -24,8 +24,8 @@ from producer.cli_common import (
     parse_duration_s,
 )
 from producer.errors import BackfillError, BackfillInterrupted, KafkaUnavailable
-from producer.settings import Lane
 from schemas.errors import ContractError
+from schemas.topics import Lane
 
 _FORMATS = ["wav", "flac", "ogg_opus", "mp3"]
 

@@ -20,10 +20,11 @@ from producer.client import TtsProducer
 from producer.errors import DeliveryFailed, InvalidRequest, KafkaUnavailable, ResultTimeout
 from producer.render import result_line, result_to_json
 from producer.requests import build_request, validate
-from producer.settings import Lane, ProducerSettings
+from producer.settings import ProducerSettings
 from producer.subscriber import ResultSubscriber, StartAt
 from schemas.errors import ContractError
 from schemas.model import SynthesisResult
+from schemas.topics import Lane
 
 _FORMATS = ["wav", "flac", "ogg_opus", "mp3"]
 

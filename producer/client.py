@@ -35,10 +35,12 @@ from producer.errors import (
 from producer.metrics import ProducerMetrics
 from producer.ports import KafkaProducerPort, default_producer
 from producer.requests import build_request, validate
-from producer.settings import Lane, ProducerSettings
+from producer.settings import ProducerSettings
+from schemas import headers
 from schemas.codec import AvroCodec, Framing, registry_client, request_codec
 from schemas.keys import routing_key
 from schemas.model import AudioFormat, SynthesisRequest, Voice
+from schemas.topics import Lane
 from schemas.transport import RefusalWatch, await_brokers
 from schemas.validation import RequestLimits
 
@@ -47,7 +49,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TRACEPARENT_HEADER = "traceparent"
+TRACEPARENT_HEADER = headers.TRACEPARENT
 _POLL_EVERY = 1000  # serve delivery callbacks regularly so failures do not pile up unseen
 
 

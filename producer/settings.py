@@ -3,7 +3,6 @@ for library users (who then need no environment at all)."""
 
 from __future__ import annotations
 
-import enum
 import logging
 from typing import Any
 
@@ -11,20 +10,16 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from schemas.codec import Framing
-from schemas.topics import TopicNames
+from schemas.topics import (
+    Lane,
+    TopicNames,
+)
 from schemas.transport import KafkaConnection
 from schemas.validation import RequestLimits
 
 # librdkafka's own log lines (connection refused, broker down) go through stdlib logging under
 # this name instead of straight to stderr, so applications decide what to show.
 LIBRDKAFKA_LOGGER = "tts_stream.librdkafka"
-
-
-class Lane(enum.StrEnum):
-    """Which request topic: interactive traffic goes first, bulk fills spare capacity."""
-
-    INTERACTIVE = "interactive"
-    BULK = "bulk"
 
 
 # Typed factories rather than the classes themselves: mypy (without pydantic's plugin) infers

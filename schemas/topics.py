@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
 DAY_MS = 24 * 60 * 60 * 1000
+
+
+class Lane(enum.StrEnum):
+    """Which request topic: interactive traffic goes first, bulk fills spare capacity."""
+
+    INTERACTIVE = "interactive"
+    BULK = "bulk"
 
 
 class TopicNames(BaseModel):
@@ -27,11 +35,11 @@ class TopicNames(BaseModel):
 
     def lane(self, name: str) -> str:
         """Topic of a lane by its name: "interactive" or "bulk"."""
-        if name == "interactive":
-            return self.requests
-        if name == "bulk":
-            return self.bulk
-        raise ValueError(f"unknown lane {name!r}: expected 'interactive' or 'bulk'")
+        try:
+            lane = Lane(name)
+        except ValueError:
+            raise ValueError(f"unknown lane {name!r}: expected 'interactive' or 'bulk'") from None
+        return self.requests if lane is Lane.INTERACTIVE else self.bulk
 
 
 @dataclass(frozen=True, slots=True)

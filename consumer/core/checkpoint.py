@@ -31,6 +31,7 @@ from consumer.metrics import Metrics
 from consumer.ports import ConsumerPort, ProducerPort, ResultIndex
 from consumer.settings import Guarantee
 from schemas import dlq
+from schemas.headers import TRACEPARENT
 from schemas.model import ErrorCode, SynthesisResult
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,7 @@ class Checkpointer:
         outcome = job.outcome
         if isinstance(outcome, Answer):
             result = outcome.result
-            headers = [("traceparent", result.traceparent.encode())] if result.traceparent else []
+            headers = [(TRACEPARENT, result.traceparent.encode())] if result.traceparent else []
             return OutboundRecord(
                 outcome.topic, result.request_id.encode(), self._encode_result(result, outcome.topic), headers
             )

@@ -16,9 +16,10 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from consumer.core.messages import Job, Lane, TopicPartition
+from consumer.core.messages import Job, TopicPartition
 from consumer.engine import BatchLimits, SynthesisTask
 from consumer.ports import FinishSpec
+from schemas.topics import Lane
 
 
 class FlightState(enum.Enum):

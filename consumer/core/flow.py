@@ -17,9 +17,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from consumer.core.messages import Lane, TopicPartition
+from consumer.core.messages import TopicPartition
 from consumer.metrics import Metrics
 from consumer.ports import ConsumerPort
+from schemas.topics import Lane
 
 RESUME_FRACTION = 0.8
 BULK_SHARE = 0.5

@@ -12,15 +12,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from consumer.core.messages import DeadLetter, InboundMessage, Job, Lane
+from consumer.core.messages import DeadLetter, InboundMessage, Job
 from consumer.core.results import ResultFactory
 from consumer.core.tracing import LocalTracer, Tracer, parse_traceparent
 from consumer.engine import EngineCapabilities
+from schemas import headers
 from schemas.errors import DecodeError, DecodeReason
 from schemas.model import ErrorCode, PresetVoice, SynthesisRequest
+from schemas.topics import Lane
 from schemas.validation import RequestLimits, request_problems
 
-TRACEPARENT_HEADER = "traceparent"
+TRACEPARENT_HEADER = headers.TRACEPARENT
 
 
 class DecodeRetryLater(Exception):

@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from consumer.core.checkpoint import Checkpointer
 from consumer.core.flow import FlowController, FlowInputs
 from consumer.core.intake import DecodeRetryLater, Intake
-from consumer.core.messages import InboundMessage, Job, Lane, TopicPartition
+from consumer.core.messages import InboundMessage, Job, TopicPartition
 from consumer.core.offsets import OffsetTracker
 from consumer.core.pipeline import Pipeline, PipelineProgress
 from consumer.errors import BrokerUnavailable
 from consumer.metrics import Metrics
 from consumer.ports import ConsumerPort
+from schemas.topics import Lane
 
 log = logging.getLogger(__name__)
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import enum
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
 from schemas.model import SynthesisRequest, SynthesisResult
+from schemas.topics import Lane
 
 if TYPE_CHECKING:
     from consumer.core.tracing import Span
@@ -17,11 +17,6 @@ if TYPE_CHECKING:
 class TopicPartition(NamedTuple):
     topic: str
     partition: int
-
-
-class Lane(enum.StrEnum):
-    INTERACTIVE = "interactive"
-    BULK = "bulk"
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,8 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from consumer.core.messages import Job, Lane, TopicPartition
+from consumer.core.messages import Job, TopicPartition
+from schemas.topics import Lane
 
 
 @dataclass(frozen=True, slots=True)

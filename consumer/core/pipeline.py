@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from consumer.core.continuous import ContinuousEngineStage
 from consumer.core.dispatch import Dispatcher
-from consumer.core.messages import Job, Lane, TopicPartition
+from consumer.core.messages import Job, TopicPartition
 from consumer.core.results import ResultFactory
 from consumer.core.stage import PipelineConfig, StageContext
 from consumer.core.storage import StoreStage
@@ -34,6 +34,7 @@ from consumer.errors import FatalError
 from consumer.metrics import Metrics
 from consumer.ports import AudioFinisher, CrashLedger, DedupStore, ObjectStore, VoiceResolver
 from schemas.model import SynthesisRequest
+from schemas.topics import Lane
 
 __all__ = ["Pipeline", "PipelineConfig", "PipelineProgress"]
 

@@ -40,10 +40,11 @@ from producer.backfill.rows import JOB_ATTRIBUTE, LINE_ATTRIBUTE, RowDefaults, r
 from producer.backfill.sources import Row, SourceFormat, file_sha256, read_rows
 from producer.errors import BackfillError, BackfillInterrupted, InvalidRequest, KafkaUnavailable
 from producer.ports import TransactionalProducerPort, default_consumer, default_producer
-from producer.settings import Lane, ProducerSettings
+from producer.settings import ProducerSettings
 from producer.subscriber import ResultSubscriber
 from schemas.codec import AvroCodec, Framing, registry_client, request_codec
 from schemas.model import SynthesisRequest, now_ms
+from schemas.topics import Lane
 from schemas.validation import request_problems
 
 log = logging.getLogger(__name__)

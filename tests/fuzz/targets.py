@@ -21,7 +21,7 @@ from typing import Any
 
 from consumer.core.checkpoint import Checkpointer
 from consumer.core.intake import Intake, IntakePolicy
-from consumer.core.messages import Answer, DeadLetter, InboundMessage, Lane
+from consumer.core.messages import Answer, DeadLetter, InboundMessage
 from consumer.core.results import ResultFactory
 from consumer.engine import EngineCapabilities
 from consumer.metrics import Metrics
@@ -33,6 +33,7 @@ from schemas.codec import request_codec, result_codec
 from schemas.errors import DecodeReason
 from schemas.keys import CacheKeyInputs, ResolvedVoice, cache_key, routing_key
 from schemas.model import ErrorCode, PresetVoice, SynthesisRequest
+from schemas.topics import Lane
 from schemas.validation import RequestLimits
 
 KAFKA_MESSAGE_BYTES = 1_000_000  # librdkafka's default message.max.bytes

@@ -9,13 +9,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from consumer.core.messages import Answer, InboundMessage, Job, Lane, TopicPartition
+from consumer.core.messages import Answer, InboundMessage, Job, TopicPartition
 from consumer.core.results import ResultFactory
 from consumer.core.stage import PipelineConfig
 from consumer.engine import BatchLimits
 from consumer.ports import Acquired, CachedAudio, Claim, HeldElsewhere, Hit
 from consumer.settings import CacheFailurePolicy
 from schemas.model import ErrorCode, PresetVoice, SynthesisRequest, now_ms
+from schemas.topics import Lane
 
 TP = TopicPartition("req", 0)
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from consumer.core.messages import Job, Lane
+from consumer.core.messages import Job
 from consumer.core.pipeline import Pipeline
 from consumer.core.synthesis import message_id
 from consumer.engine import (
@@ -24,6 +24,7 @@ from consumer.engine import (
 from consumer.engines.null import NullEngine
 from consumer.errors import FatalError
 from consumer.metrics import Metrics
+from schemas.topics import Lane
 from tests.support.fakes import PresetResolver, WavFinisher
 from tests.support.memory_store import MemoryObjectStore
 from tests.support.worker_core import (

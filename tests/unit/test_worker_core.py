@@ -24,7 +24,6 @@ from consumer.core.messages import (
     DeadLetter,
     InboundMessage,
     Job,
-    Lane,
     OutboundRecord,
     TopicPartition,
 )
@@ -44,6 +43,7 @@ from schemas import dlq
 from schemas.codec import request_codec
 from schemas.errors import DecodeError, DecodeReason
 from schemas.model import AudioFormat, ErrorCode, PresetVoice, RegisteredVoice, SynthesisRequest
+from schemas.topics import Lane
 from schemas.validation import RequestLimits
 from tests.support.fakes import PresetResolver, TrippingResolver, WavFinisher
 from tests.support.memory_store import MemoryObjectStore

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from consumer.settings import WorkerSettings
+from schemas.topics import Lane
 from tts_stream.ops import dlq as dlq_ops
 from tts_stream.ops.errors import BadArgument, OpsError
 from tts_stream.ops.settings import kafka_config, ops_settings, redis_client
@@ -215,7 +216,7 @@ def dlq_show(letter_id: str, with_text: bool, as_json: bool, bootstrap_servers: 
 @_filter_options
 @click.option(
     "--lane",
-    type=click.Choice(["interactive", "bulk"]),
+    type=click.Choice([lane.value for lane in Lane]),
     default=None,
     help="Send to this lane instead of each dead letter's source topic.",
 )

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from schemas.topics import Lane
 from tts_stream.ops.errors import BadArgument
 
 HPA_TOLERANCE = 0.1  # the kube-controller-manager default
@@ -142,7 +143,7 @@ def desired_replicas(
 
 # ------------------------------------------------------------------------ the chart's settings --
 
-LANES = ("interactive", "bulk")
+LANES = tuple(lane.value for lane in Lane)
 
 
 @dataclass(frozen=True)
