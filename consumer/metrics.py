@@ -67,6 +67,12 @@ class Metrics:
             "Wall time the engine spent synthesising (duty cycle numerator).",
             registry=r,
         )
+        self.engine_tasks = Gauge(
+            f"{p}_engine_tasks",
+            "Tasks inside the engine now (a batch being synthesised, or every task a continuously "
+            "batching engine holds).",
+            registry=r,
+        )
         self.engine_retries = Counter(
             f"{p}_engine_retries", "Engine tasks retried after a transient failure.", registry=r
         )

@@ -133,6 +133,7 @@ class ContinuousEngineStage(EngineStage):
         for flight, future in zip(batch, futures, strict=True):
             self._running[future] = _Running(flight, group)
             future.add_done_callback(self._done.put)
+        self._ctx.metrics.engine_tasks.set(len(self._running))
 
     # ------------------------------------------------------------------ taking back --
 
@@ -175,6 +176,7 @@ class ContinuousEngineStage(EngineStage):
                 self._ctx.retry_or_fail(running.flight, outcome)
             if running.group.left == 0:
                 self._observe(running.group.size, now - running.group.started, running.group.audio_s)
+        self._ctx.metrics.engine_tasks.set(len(self._running))
         self._account_busy(now)
         self._update_crash_watch()
         if produced:

@@ -14,7 +14,7 @@ Three reasons to pause, re-evaluated every loop iteration:
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from consumer.core.messages import TopicPartition
@@ -34,7 +34,15 @@ class FlowInputs:
 
 
 class FlowController:
-    def __init__(self, consumer: ConsumerPort, metrics: Metrics, *, max_in_flight: int) -> None:
+    def __init__(
+        self,
+        consumer: ConsumerPort,
+        metrics: Metrics,
+        *,
+        max_in_flight: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._clock = clock
         self._consumer = consumer
         self._metrics = metrics
         self._max_in_flight = max_in_flight
@@ -60,7 +68,7 @@ class FlowController:
             self._held_until.pop(tp, None)
 
     def hold(self, tp: TopicPartition, seconds: float) -> None:
-        self._held_until[tp] = time.monotonic() + seconds
+        self._held_until[tp] = self._clock() + seconds
 
     def update(self, inputs: FlowInputs) -> None:
         total = sum(inputs.in_flight.values())
@@ -75,7 +83,7 @@ class FlowController:
         else:
             self._bulk_budget_paused = bulk >= bulk_limit
 
-        now = time.monotonic()
+        now = self._clock()
         for tp, until in list(self._held_until.items()):
             if until <= now:
                 del self._held_until[tp]

@@ -83,6 +83,7 @@ class EngineStage:
         if not batch:
             return
         started = time.perf_counter()
+        self._ctx.metrics.engine_tasks.set(len(batch))
         try:
             outcomes = self._engine.synthesize([f.task for f in batch])
             if len(outcomes) != len(batch):
@@ -98,6 +99,7 @@ class EngineStage:
                 self._ctx.retry_or_fail(flight, TaskFailure(FailureKind.TRANSIENT, str(exc)))
             return
         finally:
+            self._ctx.metrics.engine_tasks.set(0)
             elapsed = time.perf_counter() - started
             self.busy_s += elapsed
             self._ctx.metrics.engine_busy_seconds.inc(elapsed)

@@ -16,7 +16,7 @@ import soundfile
 from schemas import dlq
 from schemas.model import ErrorCode, PresetVoice, PromptAudioVoice, RegisteredVoice, ResultStatus
 from tests.support.kafka_io import Lanes, ResultReader, read_all, request, send_raw, send_requests
-from tests.support.worker import WorkerProcess
+from tests.support.worker import WorkerProcess, wait_until
 
 
 def _run_id() -> str:
@@ -138,8 +138,10 @@ def test_duplicates_across_three_workers_are_synthesised_once(
     kafka_config: dict[str, Any], make_lanes: Callable[..., Lanes], start_worker: Callable[..., WorkerProcess]
 ) -> None:
     lanes = make_lanes(partitions=3)
-    workers = [start_worker(lanes, f"w{i}", {"TTS_SESSION_TIMEOUT_MS": "6000"}) for i in range(3)]
-    time.sleep(3)  # let the group settle so each worker owns a partition
+    workers = [start_worker(lanes, f"w{i}") for i in range(3)]
+    wait_until(
+        lambda: all(w.owned_partitions(lanes.requests) for w in workers), "a partition for each worker", 60
+    )
     run = _run_id()
     unique = [f"Sentence number {i} of dedup run {run}." for i in range(8)]
     # Every text three times, once on each partition: the copies meet on different workers.
@@ -180,10 +182,7 @@ def test_sigterm_during_a_batch_drains_and_commits(
     )
     run = _run_id()
     ids = send_requests(kafka_config, lanes.requests, [request(f"drain me {run} {i}") for i in range(4)])
-    deadline = time.monotonic() + 20
-    while worker.metrics().get("tts_in_flight_requests", 0) < 4 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(0.5)  # the batch is in the engine now
+    wait_until(lambda: worker.metrics().get("tts_engine_tasks", 0) == 4, "the batch inside the engine", 20)
     worker.signal(signal.SIGTERM)
     assert worker.wait(30) == 0
     results = ResultReader(kafka_config, lanes.results).poll_until(ids, timeout_s=20)

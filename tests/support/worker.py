@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.support.stack import ROOT, StackAddresses
@@ -131,7 +132,28 @@ class WorkerProcess:
                 lines.append({"raw": raw})
         return lines
 
+    def owned_partitions(self, topic: str) -> set[int]:
+        """Partitions of `topic` this worker holds now, from its "partitions assigned" and
+        "partitions revoked" log lines (assignments are incremental)."""
+        owned: set[str] = set()
+        for line in self.log_lines():
+            names = {str(p) for p in line.get("partitions", []) or []}  # type: ignore[union-attr]
+            if line.get("msg") == "partitions assigned":
+                owned |= names
+            elif str(line.get("msg", "")).startswith("partitions revoked"):
+                owned -= names
+        prefix = f"{topic}["
+        return {int(name[len(prefix) : -1]) for name in owned if name.startswith(prefix)}
+
     def log_tail(self, lines: int = 40) -> str:
         if not self.log_path.exists():
             return "(no log)"
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def wait_until(predicate: Callable[[], bool], what: str, timeout_s: float) -> None:
+    """Poll observable state (a worker's metrics or logs) until it holds."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
+        time.sleep(0.1)

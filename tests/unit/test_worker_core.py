@@ -256,10 +256,10 @@ class FakeConsumer:
 
 
 def _flow(
-    max_in_flight: int = 100,
+    max_in_flight: int = 100, clock: Callable[[], float] = time.monotonic
 ) -> tuple[FlowController, FakeConsumer, list[TopicPartition], list[TopicPartition]]:
     consumer = FakeConsumer()
-    flow = FlowController(consumer, Metrics(), max_in_flight=max_in_flight)  # type: ignore[arg-type]
+    flow = FlowController(consumer, Metrics(), max_in_flight=max_in_flight, clock=clock)  # type: ignore[arg-type]
     interactive = [TopicPartition("req", i) for i in range(2)]
     bulk = [TopicPartition("bulk", i) for i in range(2)]
     flow.add(interactive + bulk, {"req": Lane.INTERACTIVE, "bulk": Lane.BULK})
@@ -285,11 +285,15 @@ def test_budget_pauses_everything_with_hysteresis_and_bulk_has_half() -> None:
 
 
 def test_held_partitions_stay_paused_until_their_time() -> None:
-    flow, consumer, interactive, _bulk = _flow()
+    clock = FakeClock()
+    flow, consumer, interactive, _bulk = _flow(clock=clock)
     flow.hold(interactive[0], 0.05)
     flow.update(FlowInputs({Lane.INTERACTIVE: 0, Lane.BULK: 0}, interactive_backlog=False))
     assert consumer.paused == {interactive[0]}
-    time.sleep(0.06)
+    clock.now += 0.049
+    flow.update(FlowInputs({Lane.INTERACTIVE: 0, Lane.BULK: 0}, interactive_backlog=False))
+    assert consumer.paused == {interactive[0]}
+    clock.now += 0.002
     flow.update(FlowInputs({Lane.INTERACTIVE: 0, Lane.BULK: 0}, interactive_backlog=False))
     assert consumer.paused == set()
 
