@@ -10,7 +10,6 @@ is never touched.
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
 import signal
@@ -329,7 +328,3 @@ class SecureRedis(_Process):
 
 def clean(folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
-
-
-def env_without(keys: tuple[str, ...]) -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in keys}

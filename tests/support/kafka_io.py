@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -215,7 +215,3 @@ def committed_offsets(
     finally:
         consumer.close()
     return {tp.partition: tp.offset for tp in committed}
-
-
-def with_deadline(req: model.SynthesisRequest, deadline_ms: int) -> model.SynthesisRequest:
-    return replace(req, deadline_ms=deadline_ms)

@@ -49,10 +49,6 @@ def speeches(phrases: Sequence[tuple[str, str]]) -> list[AudioBuffer]:
     return list(_speak_all(tuple(phrases)))
 
 
-def standard_speeches() -> list[AudioBuffer]:
-    return speeches([(p, "en-us") for p in PHRASES])
-
-
 def wav_bytes(
     audio: AudioBuffer, *, subtype: str = "PCM_16", rate: int | None = None, channels: int = 1
 ) -> bytes:
