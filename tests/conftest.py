@@ -25,10 +25,7 @@ def stack() -> StackAddresses:
 def kafka_config(stack: StackAddresses) -> dict[str, Any]:
     from confluent_kafka.admin import AdminClient
 
-    config: dict[str, Any] = {
-        "bootstrap.servers": stack.kafka_bootstrap,
-        "logger": logging.getLogger("librdkafka"),
-    }
+    config: dict[str, Any] = {**stack.kafka.librdkafka_config(), "logger": logging.getLogger("librdkafka")}
     try:
         metadata = AdminClient(config).list_topics(timeout=10)
     except Exception as exc:

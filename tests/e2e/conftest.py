@@ -105,7 +105,7 @@ def in_process_worker(stack: StackAddresses) -> Iterator[Callable[..., InProcess
         lanes: Lanes, engine: Engine, *, limits: RunLimits | None = None, **overrides: Any
     ) -> InProcessWorker:
         settings = WorkerSettings(
-            kafka={"bootstrap_servers": stack.kafka_bootstrap},
+            kafka=stack.kafka_values(),
             topics=lanes.topic_names(),
             group_id=lanes.group,
             instance_id=overrides.pop("instance_id", "in-process"),

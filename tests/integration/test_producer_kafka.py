@@ -54,9 +54,7 @@ def topics(make_topic: Callable[..., str]) -> TopicNames:
 
 
 def _settings(stack: StackAddresses, topics: TopicNames, **values: Any) -> ProducerSettings:
-    return ProducerSettings.from_values(
-        kafka={"bootstrap_servers": stack.kafka_bootstrap}, topics=topics, **values
-    )
+    return ProducerSettings.from_values(kafka=stack.kafka_values(), topics=topics, **values)
 
 
 def _read(kafka_config: dict[str, Any], topic: str, count: int) -> list[Any]:

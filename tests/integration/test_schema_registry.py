@@ -122,7 +122,7 @@ def test_confluent_framed_requests_through_broker_and_registry(
     kafka_config: dict[str, Any], stack: StackAddresses, registry_url: str, topics: TopicNames
 ) -> None:
     settings = ProducerSettings.from_values(
-        kafka={"bootstrap_servers": stack.kafka_bootstrap},
+        kafka=stack.kafka_values(),
         topics=topics,
         framing=Framing.CONFLUENT,
         schema_registry_url=registry_url,
@@ -163,7 +163,7 @@ def test_subscriber_reads_confluent_framed_results(
     producer.produce(topics.results, framed, b"r-confluent")
     producer.flush(30)
     settings = ProducerSettings.from_values(
-        kafka={"bootstrap_servers": stack.kafka_bootstrap}, topics=topics, schema_registry_url=registry_url
+        kafka=stack.kafka_values(), topics=topics, schema_registry_url=registry_url
     )
     with ResultSubscriber(settings, start=StartAt.BEGINNING) as results:
         found = results.wait_for(["r-confluent"], timeout_s=30)

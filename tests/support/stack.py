@@ -13,6 +13,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from producer.settings import ProducerSettings
+from schemas.transport import KafkaConnection
+
 ROOT = Path(__file__).resolve().parents[2]
 HOW_TO_START = "start the local stack with `make up` (or point the TTS_* variables at your services)"
 
@@ -43,6 +46,16 @@ class StackAddresses:
             voices_bucket=env("TTS_S3_VOICES_BUCKET", "tts-voices"),
             registry_url=env("TTS_SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081/apis/ccompat/v7"),
         )
+
+    @property
+    def kafka(self) -> KafkaConnection:
+        """How clients reach the brokers: the same TTS_KAFKA_* variables the product reads
+        (security protocol, SASL, TLS files), so the suites run against a secured cluster too."""
+        return ProducerSettings().kafka.model_copy(update={"bootstrap_servers": self.kafka_bootstrap})
+
+    def kafka_values(self) -> dict[str, object]:
+        """`kafka=` for ProducerSettings.from_values."""
+        return self.kafka.model_dump(exclude_defaults=True) | {"bootstrap_servers": self.kafka_bootstrap}
 
     @property
     def is_local(self) -> bool:
