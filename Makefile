@@ -111,6 +111,9 @@ bench: install up  ## the benchmark suite (~30 min): JSON and plots under bench/
 	$(PY) -m bench.run --repeats 3
 bench-smoke: install up  ## every benchmark scenario once at a tiny size: completes and adds up (no speed judged)
 	$(PY) -m bench.run --smoke
+.PHONY: bench-commit
+bench-commit: install up  ## exactly-once commit interval 20/100/250 ms: rate, transactions/s, latency (~10 min)
+	$(PY) -m bench.commit_interval
 .PHONY: bench-engine
 bench-engine: cosyvoice  ## batched vs official CosyVoice at concurrency 1-64, tiny and mid models (~15 min on 2 CPUs)
 	$(PY) -m bench.engine_bench $(if $(MODEL),--model $(MODEL),) $(if $(FP16),--fp16,) $(if $(LEVELS),--levels $(LEVELS),)

@@ -141,13 +141,7 @@ def _http_baseline(texts: list[str], clients: int = 8) -> float:
 def miss_path(n: int) -> dict[str, Any]:
     """Every request new, null engine at zero latency and small audio: the miss path's cost."""
     tag = run_id()
-    with private_lanes() as lanes:
-        preload(lanes.requests, make_requests(_texts(n, tag)))
-        worker = start_worker(lanes, f"miss-{tag}", SMALL)
-        arrivals = collect(lanes.results, n, timeout_s=900)
-        worker.stop()
-    _assert_all_succeeded(arrivals, n)
-    worker_rps = rate_from_completion(arrivals)
+    worker_rps = backlog_rate(n, SMALL)["worker_rps"]
     base_n = max(50, n // 10)
     with private_lanes() as lanes:
         preload(lanes.requests, make_requests(_texts(base_n, tag + "a")))
@@ -160,6 +154,21 @@ def miss_path(n: int) -> dict[str, Any]:
         "ratio_vs_a": worker_rps / naive_rps,
         "ratio_vs_b": worker_rps / http_rps,
     }
+
+
+def backlog_rate(n: int, env: dict[str, str]) -> dict[str, float]:
+    """A worker on a backlog of `n` new requests: its rate, and its transactions (commits) a second."""
+    tag = run_id()
+    with private_lanes() as lanes:
+        preload(lanes.requests, make_requests(_texts(n, tag)))
+        worker = start_worker(lanes, f"miss-{tag}", env)
+        arrivals = collect(lanes.results, n, timeout_s=900)
+        commits = worker.metrics().get("tts_commit_duration_seconds_count", 0.0)
+        worker.stop()
+    _assert_all_succeeded(arrivals, n)
+    stamps = sorted(a.result.completed_at_ms for a in arrivals)
+    wall_s = max(1e-3, (stamps[-1] - stamps[0]) / 1000.0)
+    return {"worker_rps": rate_from_completion(arrivals), "commits_per_s": commits / wall_s}
 
 
 def duty_cycle(n: int, latency_ms: int = 200, batch: int = 32) -> dict[str, Any]:
@@ -193,7 +202,7 @@ def duty_cycle(n: int, latency_ms: int = 200, batch: int = 32) -> dict[str, Any]
     }
 
 
-def light_load_latency(n: int, rate_per_s: float = 10.0) -> dict[str, Any]:
+def light_load_latency(n: int, rate_per_s: float = 10.0, env: dict[str, str] | None = None) -> dict[str, Any]:
     """End-to-end latency at light load minus engine time: what the pipeline adds.
 
     Requests are produced one at a time at `rate_per_s`; a read_committed subscriber notes when
@@ -202,7 +211,7 @@ def light_load_latency(n: int, rate_per_s: float = 10.0) -> dict[str, Any]:
     tag = run_id()
     codec = request_codec()
     with private_lanes() as lanes:
-        worker = start_worker(lanes, f"latency-{tag}", {**NULL, "TTS_NULL_LATENCY_MS": "10"})
+        worker = start_worker(lanes, f"latency-{tag}", {**NULL, "TTS_NULL_LATENCY_MS": "10", **(env or {})})
         producer = Producer({**KAFKA, "linger.ms": 0})
         arrivals: list[Arrival] = []
         reader = threading.Thread(
