@@ -263,10 +263,17 @@ class Load:
 class Arrival:
     result: SynthesisResult
     at_s: float
+    partition: int = -1
+    offset: int = -1
 
 
 class Collector:
-    """A read_committed subscriber of the results topic, recording when each result arrived."""
+    """A read_committed subscriber of the results topic, recording when each result arrived.
+
+    A result is one record: its partition and offset say which. A record read a second time (the
+    subscriber's own fetch position went back, e.g. an offset reset after a broker restart) is
+    counted in `rereads`, not as a second result: only a second *record* for a request id is a
+    duplicate the workers published."""
 
     def __init__(self, stack: StackAddresses, topic: str, clock: Callable[[], float]) -> None:
         self._consumer = subscriber(
@@ -279,6 +286,11 @@ class Collector:
         self._clock = clock
         self.arrivals: dict[str, list[Arrival]] = {}
         self.count = 0
+        self.rereads = 0
+        # Where the reader's own position went back: (partition, from offset, to offset, at s).
+        self.rewinds: list[tuple[int, int, int, float]] = []
+        self._seen: set[tuple[int, int]] = set()
+        self._last_offset: dict[int, int] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="collector", daemon=True)
@@ -291,9 +303,19 @@ class Collector:
             message = self._consumer.poll(0.2)
             if message is None or message.error():
                 continue
+            position = (message.partition() or 0, message.offset() or 0)
             result = self._codec.decode(message.value())
             with self._lock:
-                self.arrivals.setdefault(result.request_id, []).append(Arrival(result, self._clock()))
+                last = self._last_offset.get(position[0])
+                if last is not None and position[1] <= last:
+                    self.rewinds.append((position[0], last, position[1], round(self._clock(), 1)))
+                self._last_offset[position[0]] = position[1]
+                if position in self._seen:
+                    self.rereads += 1
+                    continue
+                self._seen.add(position)
+                arrival = Arrival(result, self._clock(), *position)
+                self.arrivals.setdefault(result.request_id, []).append(arrival)
                 self.count += 1
         self._consumer.close()
 
@@ -348,10 +370,15 @@ class ChaosReport:
     requests: int = 0
     results: int = 0
     duplicates: int = 0
+    rereads: int = 0  # records the audit reader itself read twice (not duplicates)
+    reader_rewinds: list[tuple[int, int, int, float]] = field(default_factory=list)
     missing: int = 0
     failed: int = 0
     dead_letters: int = 0
     objects_checked: int = 0
+    # A few duplicated ids with every record's partition, offset, worker and completion time:
+    # what it takes to tell which worker answered twice, and when.
+    duplicate_examples: list[dict[str, Any]] = field(default_factory=list)
     unintended_exits: list[dict[str, Any]] = field(default_factory=list)
     faults: list[FaultRecord] = field(default_factory=list)
     latency_p50_s: float | None = None
@@ -365,8 +392,11 @@ class ChaosReport:
             f"{self.requests} requests, {self.results} results, {self.duplicates} duplicates, "
             f"{self.missing} missing, {self.failed} failed, {self.dead_letters} dead letters, "
             f"{self.objects_checked} objects decoded; latency p50 {self.latency_p50_s}s "
-            f"p99 {self.latency_p99_s}s max {self.latency_max_s}s",
+            f"p99 {self.latency_p99_s}s max {self.latency_max_s}s"
+            + (f"; the audit reader re-read {self.rereads} records" if self.rereads else ""),
         ]
+        for partition, before, after, at_s in self.reader_rewinds[:10]:
+            lines.append(f"    audit reader went back: partition {partition}, {before} -> {after} at {at_s}s")
         for f in self.faults:
             lines.append(
                 f"    {f.kind:<5} {f.target:<8} at {f.started_s:6.1f}s for {f.ended_s - f.started_s:5.1f}s: "
@@ -375,6 +405,8 @@ class ChaosReport:
             )
         for e in self.unintended_exits:
             lines.append(f"    UNINTENDED EXIT {e}")
+        for d in self.duplicate_examples:
+            lines.append(f"    DUPLICATE {d}")
         return "\n".join(lines)
 
     def to_json(self) -> str:
@@ -383,6 +415,32 @@ class ChaosReport:
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}s"
+
+
+def _duplicate_examples(arrivals: dict[str, list[Arrival]], limit: int = 5) -> list[dict[str, Any]]:
+    examples = []
+    for request_id, records in arrivals.items():
+        if len(records) < 2:
+            continue
+        examples.append(
+            {
+                "request_id": request_id,
+                "records": [
+                    {
+                        "partition": a.partition,
+                        "offset": a.offset,
+                        "worker": a.result.worker_id,
+                        "completed_at_ms": a.result.completed_at_ms,
+                        "cache_hit": a.result.cache_hit,
+                        "arrived_s": round(a.at_s, 2),
+                    }
+                    for a in records
+                ],
+            }
+        )
+        if len(examples) >= limit:
+            break
+    return examples
 
 
 # ---------------------------------------------------------------------------------- scenario --
@@ -427,6 +485,9 @@ class Scenario:
             "TTS_LIVENESS_STALL_S": "20",
             "TTS_DRAIN_TIMEOUT_S": "10",
             "TTS_ESPEAK_PROCESSES": "1",
+            # The private stack runs no schema registry: a registry URL exported in the shell
+            # (the shared stack's) must not reach these workers.
+            "TTS_SCHEMA_REGISTRY_URL": "",
             **config.extra_env,
         }
         self.workers = [
@@ -544,6 +605,9 @@ class Scenario:
             requests=len(submitted),
             results=sum(len(a) for a in arrivals.values()),
             duplicates=sum(len(a) - 1 for a in arrivals.values()),
+            rereads=self.collector.rereads,
+            reader_rewinds=list(self.collector.rewinds),
+            duplicate_examples=_duplicate_examples(arrivals),
             missing=len(missing),
             failed=sum(1 for a in arrivals.values() if any(not x.result.succeeded for x in a)),
             unintended_exits=[asdict(e) for e in self.supervisor.unintended_exits()],
