@@ -156,6 +156,8 @@ class WorkerApp:
                 metrics=self.metrics,
                 result_index=RedisResultIndex(redis_store.client),
                 result_index_ttl_s=s.result_index_ttl_s,
+                # By then the coordinator has aborted a transaction it never saw end.
+                unfinished_limit_s=s.transaction_timeout_ms / 1000.0,
             )
             loop = WorkerLoop(
                 consumer,
