@@ -10,6 +10,11 @@ EXTRAS ?= worker,gateway,espeak,dev,parquet
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
 REGISTRY ?= 0
 STACK_FLAGS := $(if $(filter 1,$(REGISTRY)),--registry,)
+# BROKERS=3: a three-node Kafka cluster; REDIS=sentinel|cluster: a replicated Redis. Given once to
+# `make up`, the stack keeps that shape (its stack.env remembers it) until `scripts/stack.sh wipe`.
+STACK_SHAPE := $(if $(filter command line,$(origin BROKERS)),TTS_STACK_BROKERS=$(BROKERS)) \
+	$(if $(filter command line,$(origin REDIS)),TTS_STACK_REDIS_MODE=$(REDIS))
+STACK_ENV_FILE = $${TTS_STACK_DATA_DIR:-.infra}/stack.env
 PYTEST := $(PY) -m pytest
 
 .PHONY: help
@@ -40,13 +45,14 @@ browser:  ## Debian's chromium for the console's browser tests (idempotent)
 	scripts/install-chromium.sh
 
 .PHONY: up down status
-up: install  ## start Kafka, Redis and S3 on 127.0.0.1 (REGISTRY=1 adds the schema registry)
-	scripts/stack.sh up $(STACK_FLAGS)
-	$(VENV)/bin/tts-stream --log-level WARNING topics ensure --partitions 6 --replication-factor 1 --min-insync-replicas 1 >/dev/null
+up: install  ## start Kafka, Redis and S3 on 127.0.0.1 (REGISTRY=1 adds the schema registry, BROKERS=3 a Kafka cluster, REDIS=sentinel|cluster)
+	$(STACK_SHAPE) scripts/stack.sh up $(STACK_FLAGS)
+	rf=$$(sed -n 's/^TTS_STACK_BROKERS=//p' $(STACK_ENV_FILE)); isr=$$(( rf > 1 ? 2 : 1 )); \
+	$(VENV)/bin/tts-stream --log-level WARNING topics ensure --partitions 6 --replication-factor $$rf --min-insync-replicas $$isr >/dev/null
 down:  ## stop the processes `make up` started
 	scripts/stack.sh down
 status:  ## show which services run
-	scripts/stack.sh status $(STACK_FLAGS)
+	$(STACK_SHAPE) scripts/stack.sh status $(STACK_FLAGS)
 
 # ------------------------------------------------------------------------- checks ----------------
 .PHONY: lint
