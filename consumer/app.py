@@ -18,6 +18,7 @@ from consumer.adapters.kafka import (
     describe,
     producer_config,
 )
+from consumer.adapters.redis_connect import redis_topology
 from consumer.adapters.redis_store import RedisResultIndex, RedisStore
 from consumer.adapters.s3 import S3ObjectStore
 from consumer.core.checkpoint import Checkpointer
@@ -98,11 +99,11 @@ class WorkerApp:
     def run(self) -> None:
         s = self.settings
         with ExitStack() as stack:
-            redis_store = RedisStore.from_url(
-                s.redis_url.get_secret_value(),
-                password=s.redis_password.get_secret_value() if s.redis_password else None,
-                group_id=s.group_id,
+            topology = redis_topology(
+                s, socket_timeout=2.0, socket_connect_timeout=2.0, health_check_interval=15
             )
+            log.info("redis", extra={"redis": topology.describe(), "mode": topology.mode.value})
+            redis_store = RedisStore.from_topology(topology, group_id=s.group_id)
             store = S3ObjectStore.from_settings(s)
             health = self._start_health(stack, redis_store, store)
             engine, model_version = self._load_engine(stack)

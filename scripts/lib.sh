@@ -32,7 +32,7 @@ HOST="${TTS_STACK_HOST:-127.0.0.1}"
 # TTS_STACK_KAFKA_PORTS / TTS_STACK_KAFKA_CONTROLLER_PORTS list them (comma-separated).
 # A stack keeps the shape it was started with: `status`, `stop` and `down` read it back from its
 # stack.env when the variables are not given again.
-stack_env_value() { [ -f "$DATA/stack.env" ] && sed -n "s/^$1=//p" "$DATA/stack.env" | head -n 1; }
+stack_env_value() { if [ -f "$DATA/stack.env" ]; then sed -n "s/^$1=//p" "$DATA/stack.env" | head -n 1; fi; }
 BROKERS="${TTS_STACK_BROKERS:-$(stack_env_value TTS_STACK_BROKERS)}"
 BROKERS="${BROKERS:-1}"
 case "$BROKERS" in 1|3) ;; *) echo "[stack] ERROR: BROKERS must be 1 or 3 (got $BROKERS)" >&2; exit 1 ;; esac

@@ -120,6 +120,10 @@ class KafkaConsumerAdapter:
         # While the client is closed because the group refused it, what closing revokes is lost:
         # that member is gone, and its work must be forgotten, never committed.
         self._refused = False
+        # What the rebalance callbacks handed this client, kept here: librdkafka's assignment()
+        # must not be called from inside a rebalance callback (it waits on the thread that is
+        # running the callback), and the loop asks while draining a revocation.
+        self._assigned: set[TopicPartition] = set()
 
     def subscribe(
         self,
@@ -135,12 +139,24 @@ class KafkaConsumerAdapter:
         assert self._subscription is not None
         topics, on_assign, on_revoke, on_lost = self._subscription
         # confluent-kafka applies the (incremental) assignment itself after each callback.
-        self._consumer.subscribe(
-            topics,
-            on_assign=lambda _c, tps: on_assign(_from_kafka(tps)),
-            on_revoke=lambda _c, tps: (on_lost if self._refused else on_revoke)(_from_kafka(tps)),
-            on_lost=lambda _c, tps: on_lost(_from_kafka(tps)),
-        )
+        def assigned(_consumer: Consumer, tps: list[KafkaTopicPartition]) -> None:
+            ours = _from_kafka(tps)
+            self._assigned.update(ours)
+            on_assign(ours)
+
+        def revoked(_consumer: Consumer, tps: list[KafkaTopicPartition]) -> None:
+            ours = _from_kafka(tps)
+            try:
+                (on_lost if self._refused else on_revoke)(ours)
+            finally:
+                self._assigned.difference_update(ours)
+
+        def lost(_consumer: Consumer, tps: list[KafkaTopicPartition]) -> None:
+            ours = _from_kafka(tps)
+            self._assigned.difference_update(ours)
+            on_lost(ours)
+
+        self._consumer.subscribe(topics, on_assign=assigned, on_revoke=revoked, on_lost=lost)
 
     def _instance_id_in_use(self) -> None:
         """Under the consumer group protocol a static member that is not in the group keeps its
@@ -153,12 +169,9 @@ class KafkaConsumerAdapter:
         the new member's metadata, while the partitions' new owner answers it too."""
         log.warning("our instance id is still held in the group; joining again shortly")
         self._refused = True
-        try:
-            lost = _from_kafka(self._consumer.assignment())
-        except (KafkaException, RuntimeError):
-            lost = []
         with contextlib.suppress(KafkaException, RuntimeError):
             self._consumer.close()
+        lost, self._assigned = sorted(self._assigned), set()
         if lost and self._subscription is not None:
             self._subscription[3](lost)
         self._rejoin_at = time.monotonic() + REJOIN_AFTER_S
@@ -221,12 +234,7 @@ class KafkaConsumerAdapter:
         self._consumer.seek(KafkaTopicPartition(tp.topic, tp.partition, offset))
 
     def assignment(self) -> list[TopicPartition]:
-        if self._rejoin_at is not None:
-            return []
-        try:
-            return _from_kafka(self._consumer.assignment())
-        except (KafkaException, RuntimeError):
-            return []
+        return [] if self._rejoin_at is not None else list(self._assigned)
 
     def positions(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         if self._rejoin_at is not None:
