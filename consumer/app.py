@@ -14,6 +14,7 @@ from typing import Any
 from consumer.adapters.kafka import (
     KafkaConsumerAdapter,
     KafkaProducerAdapter,
+    check_durability,
     consumer_config,
     describe,
     producer_config,
@@ -30,7 +31,7 @@ from consumer.core.results import ResultFactory
 from consumer.core.tracing import LocalTracer, Tracer
 from consumer.engine import BatchLimits, Engine
 from consumer.engines import create_engine
-from consumer.errors import CacheUnavailable
+from consumer.errors import BrokerUnavailable, CacheUnavailable, ConfigurationError
 from consumer.health import HealthServer, HealthState
 from consumer.metrics import Metrics
 from consumer.ports import AudioFinisher, ObjectStore, VoiceResolver
@@ -264,6 +265,7 @@ class WorkerApp:
         # The producer first: init_transactions fences a previous incarnation before we consume.
         producer = KafkaProducerAdapter(pconfig, transactional=transactional)
         stack.callback(producer.close)
+        self._check_durability(base)
         consumer = KafkaConsumerAdapter(
             consumer_config(
                 base,
@@ -277,6 +279,30 @@ class WorkerApp:
         )
         stack.callback(consumer.close)
         return producer, consumer
+
+    def _check_durability(self, base: dict[str, Any]) -> None:
+        """Refuse to run on topics that would lose what they acknowledge (TTS_DURABILITY_CHECK)."""
+        s = self.settings
+        if s.durability_check == "off":
+            return
+        topics = [s.topics.requests, s.topics.bulk, s.topics.results, s.topics.dlq]
+        timeout_ms = s.transaction_timeout_ms if s.guarantee is Guarantee.EXACTLY_ONCE else None
+        try:
+            cluster, problems = check_durability(base, topics, transaction_timeout_ms=timeout_ms)
+        except BrokerUnavailable as exc:
+            log.warning("kafka durability settings not checked: %s", exc)
+            return
+        log.info("kafka durability", extra={"durability": cluster.summary()})
+        if not problems:
+            return
+        if s.durability_check == "enforce":
+            raise ConfigurationError(
+                "the Kafka cluster would lose acknowledged records: "
+                + "; ".join(problems)
+                + " (TTS_DURABILITY_CHECK=warn runs anyway)"
+            )
+        for problem in problems:
+            log.warning("kafka durability: %s", problem)
 
     def _pipeline_config(self, batch_limits: BatchLimits, model_version: str) -> PipelineConfig:
         s = self.settings

@@ -105,6 +105,12 @@ class WorkerSettings(BaseSettings):
         ge=1_000,
         description="Broker aborts a transaction left open this long (a dead worker's).",
     )
+    durability_check: Literal["enforce", "warn", "off"] = Field(
+        default="enforce",
+        description="At start-up, read the lanes' replication factor, min.insync.replicas and unclean "
+        "leader election and the brokers' transaction.max.timeout.ms (schemas/durability.py): enforce "
+        "exits 2 on a setting that loses acknowledged records, warn logs it, off skips the check.",
+    )
     schema_registry_url: str | None = Field(
         default=None,
         description="Confluent-compatible registry; set to publish results in Confluent framing.",

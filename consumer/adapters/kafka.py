@@ -26,6 +26,7 @@ from consumer.errors import (
     TransactionInDoubt,
 )
 from consumer.ports import AssignmentCallback
+from schemas.durability import ClusterDurability, findings, read_cluster
 from schemas.transport import RefusalWatch, await_brokers
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,7 @@ class KafkaConsumerAdapter:
     def _subscribe(self) -> None:
         assert self._subscription is not None
         topics, on_assign, on_revoke, on_lost = self._subscription
+
         # confluent-kafka applies the (incremental) assignment itself after each callback.
         def assigned(_consumer: Consumer, tps: list[KafkaTopicPartition]) -> None:
             ours = _from_kafka(tps)
@@ -410,6 +412,25 @@ class KafkaProducerAdapter:
             # Closing after a fatal transaction error: the error that stopped us is already on its
             # way up, and this one must not replace it.
             log.warning("kafka producer: records not flushed on close: %s", exc.args[0].str())
+
+
+def check_durability(
+    base: Mapping[str, Any],
+    topics: Sequence[str],
+    *,
+    transaction_timeout_ms: int | None,
+    timeout_s: float = 10.0,
+) -> tuple[ClusterDurability, list[str]]:
+    """The cluster's side of "nothing acknowledged is lost" (schemas/durability.py); raises
+    BrokerUnavailable when the brokers cannot be asked."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({k: v for k, v in base.items() if k != "logger"} | {"logger": librdkafka_log})
+    try:
+        cluster = read_cluster(admin, topics, timeout_s=timeout_s)
+    except KafkaException as exc:
+        raise _translate(exc, "describe the cluster's durability settings") from exc
+    return cluster, findings(cluster, transaction_timeout_ms=transaction_timeout_ms)
 
 
 def _bounded(call: Callable[[], object], limit_s: float, what: str) -> None:
