@@ -69,9 +69,11 @@ integration: cosyvoice up  ## integration tests against the local stack
 e2e: cosyvoice up browser  ## worker processes and the CLI as a user runs them
 	$(PYTEST) tests/e2e -q
 
-.PHONY: chaos fuzz
+.PHONY: chaos chaos-ha fuzz
 chaos: install  ## every chaos scenario on a private stack: kills, outages, broker restarts (~15-20 min)
 	TTS_CHAOS_REPORT_DIR=$${TTS_CHAOS_REPORT_DIR:-.infra/chaos-reports} $(PYTEST) tests/chaos -q -s -p no:cacheprovider
+chaos-ha: install  ## high availability: 3-broker Kafka, Redis Sentinel and Cluster failovers, a zombie worker, a network partition (~12 min; root for the namespaces)
+	TTS_CHAOS_REPORT_DIR=$${TTS_CHAOS_REPORT_DIR:-.infra/chaos-reports} $(PYTEST) tests/chaos/test_ha.py -q -s -p no:cacheprovider
 fuzz: install  ## deeper fuzzing: hypothesis with many examples, then atheris for FUZZ_SECONDS (60)
 	TTS_FUZZ_EXAMPLES=$${TTS_FUZZ_EXAMPLES:-5000} $(PYTEST) tests/fuzz -q -p no:cacheprovider
 	$(PY) tests/fuzz/atheris_intake.py -max_total_time=$${FUZZ_SECONDS:-60}

@@ -85,7 +85,11 @@ launch_redis_node() {  # NODE
   case "$REDIS_MODE:$node" in
     single:redis)
       # Our own instance on its own port: the Debian package's service (6379) is left alone.
-      (cd "$dir" && redis-server --bind "$HOST" --port "$port" --protected-mode yes \
+      # Protected mode (no password: loopback clients only) cannot serve the chaos suite's stack
+      # in a network namespace of its own, whose clients come from that namespace's address.
+      local protected=yes
+      [ "$HOST" = 127.0.0.1 ] || protected=no
+      (cd "$dir" && redis-server --bind "$HOST" --port "$port" --protected-mode "$protected" \
           "${daemon[@]}" --save '' --appendonly no)
       ;;
     sentinel:redis-master)
