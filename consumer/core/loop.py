@@ -123,11 +123,19 @@ class WorkerLoop:
 
     def _take(self, messages: list[InboundMessage]) -> None:
         retry: set[TopicPartition] = set()
+        stale: set[TopicPartition] = set()
         fresh: list[Job] = []
         for message in messages:
             tp = message.tp
             if tp in retry:
                 continue  # we seek back to an earlier offset of this partition
+            if not self._flow.owns(tp):
+                # Fetched before a revocation that ran inside this very consume() call: the
+                # partition's new owner answers it from the committed offset. Taken here, it was
+                # answered twice (our commit carries a valid member epoch; the broker does not
+                # check who owns the partition).
+                stale.add(tp)
+                continue
             taken = self._taken_up_to.get(tp)
             if taken is not None and message.offset <= taken:
                 self._rewound(tp, message.offset, taken)
@@ -152,6 +160,11 @@ class WorkerLoop:
                 self._checkpointer.settle(job)
             else:
                 fresh.append(job)
+        if stale:
+            log.info(
+                "messages of partitions revoked while they were fetched are left to their new owner",
+                extra={"partitions": [f"{tp.topic}[{tp.partition}]" for tp in sorted(stale)]},
+            )
         self._pipeline.submit(fresh)
         self._metrics.in_flight.set(self._tracker.in_flight)
 

@@ -398,3 +398,22 @@ def test_after_a_fatal_error_closing_the_consumer_commits_nothing() -> None:
     calls = len(producer.calls)
     consumer.close()  # the composition root closes the consumer on the way out
     assert producer.calls[calls:] == [], "the revoke callback only forgets"
+
+
+def test_messages_of_a_partition_revoked_during_the_same_poll_are_left_to_its_new_owner() -> None:
+    """The duplicates of the short chaos run under load: librdkafka's batch consume returns the
+    messages it fetched before a revocation that it ran, through our callback, inside the same
+    call. Taken after the callback had forgotten the partition, they were answered and committed
+    with the member's still-valid epoch, while the partition's new owner, starting from the
+    committed offset, answered them too."""
+    consumer, producer = ScriptedConsumer([]), TransactionalProducer()
+
+    def revoked_while_fetching() -> list[InboundMessage]:
+        assert consumer.callbacks is not None
+        consumer.callbacks[1]([TP])  # the revocation runs inside consume()...
+        consumer.assigned = []
+        return [_message(1), _message(2)]  # ...which still returns what it had fetched
+
+    consumer.batches = [[_message(0)], [], revoked_while_fetching]
+    _loop(consumer, producer).run()
+    assert _answers(producer) == {b"r0": 1}, "offsets 1 and 2 are the new owner's to answer"
