@@ -539,9 +539,6 @@ class Scenario:
             "TTS_LIVENESS_STALL_S": "20",
             "TTS_DRAIN_TIMEOUT_S": "10",
             "TTS_ESPEAK_PROCESSES": "1",
-            # The private stack runs no schema registry: a registry URL exported in the shell
-            # (the shared stack's) must not reach these workers.
-            "TTS_SCHEMA_REGISTRY_URL": "",
             **config.extra_env,
         }
         self.workers = []

@@ -45,6 +45,9 @@ class WorkerProcess:
             "TTS_HTTP_PORT": str(self.port),
             "TTS_HTTP_HOST": http_host,
             "PYTHONUNBUFFERED": "1",
+            # Results in the registry-less framing the tests' readers decode, even when the shell
+            # exports the shared stack's registry URL; a test that wants the registry says so.
+            "TTS_SCHEMA_REGISTRY_URL": "",
             **env,
         }
         self._args = args
