@@ -5,6 +5,7 @@ a text asked twice is synthesised once, and the entries are where the operator t
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +35,8 @@ def test_two_workers_share_one_cache_through_the_deployment(
     engine = f"null-{uuid.uuid4().hex[:6]}"  # our entries, told apart from other tests'
     env = {**NULL_ENGINE, **deployment.env, "TTS_MODEL_VERSION": engine}
     workers = [start_worker(lanes, f"{mode}-{i}", env) for i in range(2)]
+    for worker in workers:  # both hold partitions before the first request goes out
+        _wait_for_partitions(worker)
     client: Any = deployment.topology(socket_timeout=5).client()
     misses_before = int(client.get(CACHE_MISSES_KEY) or 0)
 
@@ -60,3 +63,16 @@ def test_two_workers_share_one_cache_through_the_deployment(
 
 def request_of(text: str) -> Any:
     return request(text)
+
+
+def _wait_for_partitions(worker: WorkerProcess, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any(
+            line.get("msg") == "partitions assigned" and line.get("partitions") for line in worker.log_lines()
+        ):
+            return
+        time.sleep(0.2)
+    raise AssertionError(
+        f"{worker.instance_id} got no partition within {timeout_s:.0f}s:\n{worker.log_tail()}"
+    )
