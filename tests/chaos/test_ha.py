@@ -38,8 +38,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 # The broker's group.consumer.session.timeout.ms on the test stacks (infra/kafka/*.properties.in).
 SESSION_TIMEOUT_S = 10.0
-# A worker may end itself with exit 1 when librdkafka wedges while a coordinator moves
-# (docs/worker.md); its restart under the same instance id fences what it left open.
+# A worker may end itself with exit 1 when librdkafka wedges while a coordinator moves or cannot
+# be reached (docs/worker.md); its restart under the same instance id fences what it left open.
+# Only the scenarios that take coordinators away allow it; Redis failovers and a zombie must not.
 MAY_EXIT = frozenset({1})
 
 
@@ -95,10 +96,19 @@ def _run(
     tmp_path: Path,
     report_dir: Path,
     faults: Callable[[Scenario], None],
+    *,
+    allowed_exit_codes: frozenset[int] = frozenset(),
 ) -> tuple[ChaosReport, Scenario]:
     with lanes_on(stack, config.partitions) as lanes:
         return run_scenario(
-            config, stack, lanes, s3_of(stack), tmp_path, report_dir, faults, allowed_exit_codes=MAY_EXIT
+            config,
+            stack,
+            lanes,
+            s3_of(stack),
+            tmp_path,
+            report_dir,
+            faults,
+            allowed_exit_codes=allowed_exit_codes,
         )
 
 
@@ -134,7 +144,8 @@ def test_a_broker_cluster_loses_a_leader_then_its_controller_then_rolls_without_
         s.run_for(10)
 
     with private_stack(brokers=3) as stack:
-        report, _ = _run(ScenarioConfig("kafka-cluster", rate_per_s=15), stack, tmp_path, report_dir, faults)
+        config = ScenarioConfig("kafka-cluster", rate_per_s=15)
+        report, _ = _run(config, stack, tmp_path, report_dir, faults, allowed_exit_codes=MAY_EXIT)
     kinds = [(f.kind, f.note) for f in report.faults]
     assert kinds[:2] == [("kill", "broker leading the most partitions"), ("kill", "active controller")]
     assert [f.kind for f in report.faults[2:]] == ["roll"] * 3
@@ -236,6 +247,6 @@ def test_a_worker_cut_off_from_the_brokers_is_replaced_then_rejoins(tmp_path: Pa
             s.faults.append(FaultRecord("cut", worker, started, s.now(), note="from the brokers"))
             s.run_for(20)
 
-        report, _ = _run(config, stack, tmp_path, report_dir, faults)
+        report, _ = _run(config, stack, tmp_path, report_dir, faults, allowed_exit_codes=MAY_EXIT)
     (cut,) = report.faults
     assert cut.caught_up_after_s is not None
