@@ -10,6 +10,11 @@ EXTRAS ?= worker,gateway,espeak,dev,parquet
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
 REGISTRY ?= 0
 STACK_FLAGS := $(if $(filter 1,$(REGISTRY)),--registry,)
+# BROKERS=3: a three-node Kafka cluster; REDIS=sentinel|cluster: a replicated Redis. Given once to
+# `make up`, the stack keeps that shape (its stack.env remembers it) until `scripts/stack.sh wipe`.
+STACK_SHAPE := $(if $(filter command line,$(origin BROKERS)),TTS_STACK_BROKERS=$(BROKERS)) \
+	$(if $(filter command line,$(origin REDIS)),TTS_STACK_REDIS_MODE=$(REDIS))
+STACK_ENV_FILE = $${TTS_STACK_DATA_DIR:-.infra}/stack.env
 PYTEST := $(PY) -m pytest
 
 .PHONY: help
@@ -40,13 +45,14 @@ browser:  ## Debian's chromium for the console's browser tests (idempotent)
 	scripts/install-chromium.sh
 
 .PHONY: up down status
-up: install  ## start Kafka, Redis and S3 on 127.0.0.1 (REGISTRY=1 adds the schema registry)
-	scripts/stack.sh up $(STACK_FLAGS)
-	$(VENV)/bin/tts-stream --log-level WARNING topics ensure --partitions 6 --replication-factor 1 --min-insync-replicas 1 >/dev/null
+up: install  ## start Kafka, Redis and S3 on 127.0.0.1 (REGISTRY=1 adds the schema registry, BROKERS=3 a Kafka cluster, REDIS=sentinel|cluster)
+	$(STACK_SHAPE) scripts/stack.sh up $(STACK_FLAGS)
+	rf=$$(sed -n 's/^TTS_STACK_BROKERS=//p' $(STACK_ENV_FILE)); isr=$$(( rf > 1 ? 2 : 1 )); \
+	$(VENV)/bin/tts-stream --log-level WARNING topics ensure --partitions 6 --replication-factor $$rf --min-insync-replicas $$isr >/dev/null
 down:  ## stop the processes `make up` started
 	scripts/stack.sh down
 status:  ## show which services run
-	scripts/stack.sh status $(STACK_FLAGS)
+	$(STACK_SHAPE) scripts/stack.sh status $(STACK_FLAGS)
 
 # ------------------------------------------------------------------------- checks ----------------
 .PHONY: lint
@@ -64,9 +70,11 @@ integration: cosyvoice up  ## integration tests against the local stack
 e2e: cosyvoice up browser  ## worker processes and the CLI as a user runs them
 	$(PYTEST) tests/e2e -q
 
-.PHONY: chaos fuzz
+.PHONY: chaos chaos-ha fuzz
 chaos: install  ## every chaos scenario on a private stack: kills, outages, broker restarts (~15-20 min)
 	TTS_CHAOS_REPORT_DIR=$${TTS_CHAOS_REPORT_DIR:-.infra/chaos-reports} $(PYTEST) tests/chaos -q -s -p no:cacheprovider
+chaos-ha: install  ## high availability: 3-broker Kafka, Redis Sentinel and Cluster failovers, a zombie worker, a network partition (~12 min; root for the namespaces)
+	TTS_CHAOS_REPORT_DIR=$${TTS_CHAOS_REPORT_DIR:-.infra/chaos-reports} $(PYTEST) tests/chaos/test_ha.py -q -s -p no:cacheprovider
 fuzz: install  ## deeper fuzzing: hypothesis with many examples, then atheris for FUZZ_SECONDS (60)
 	TTS_FUZZ_EXAMPLES=$${TTS_FUZZ_EXAMPLES:-5000} $(PYTEST) tests/fuzz -q -p no:cacheprovider
 	$(PY) tests/fuzz/atheris_intake.py -max_total_time=$${FUZZ_SECONDS:-60}

@@ -14,10 +14,12 @@ from typing import Any
 from consumer.adapters.kafka import (
     KafkaConsumerAdapter,
     KafkaProducerAdapter,
+    check_durability,
     consumer_config,
     describe,
     producer_config,
 )
+from consumer.adapters.redis_connect import redis_topology
 from consumer.adapters.redis_store import RedisResultIndex, RedisStore
 from consumer.adapters.s3 import S3ObjectStore
 from consumer.core.checkpoint import Checkpointer
@@ -28,7 +30,7 @@ from consumer.core.results import ResultFactory
 from consumer.core.tracing import LocalTracer, Tracer
 from consumer.engine import BatchLimits, Engine
 from consumer.engines import create_engine
-from consumer.errors import CacheUnavailable
+from consumer.errors import BrokerUnavailable, CacheUnavailable, ConfigurationError
 from consumer.health import HealthServer, HealthState
 from consumer.metrics import Metrics
 from consumer.ports import AudioFinisher, ObjectStore, VoiceResolver
@@ -98,11 +100,11 @@ class WorkerApp:
     def run(self) -> None:
         s = self.settings
         with ExitStack() as stack:
-            redis_store = RedisStore.from_url(
-                s.redis_url.get_secret_value(),
-                password=s.redis_password.get_secret_value() if s.redis_password else None,
-                group_id=s.group_id,
+            topology = redis_topology(
+                s, socket_timeout=2.0, socket_connect_timeout=2.0, health_check_interval=15
             )
+            log.info("redis", extra={"redis": topology.describe(), "mode": topology.mode.value})
+            redis_store = RedisStore.from_topology(topology, group_id=s.group_id)
             store = S3ObjectStore.from_settings(s)
             health = self._start_health(stack, redis_store, store)
             engine, model_version = self._load_engine(stack)
@@ -156,6 +158,8 @@ class WorkerApp:
                 metrics=self.metrics,
                 result_index=RedisResultIndex(redis_store.client),
                 result_index_ttl_s=s.result_index_ttl_s,
+                # By then the coordinator has aborted a transaction it never saw end.
+                unfinished_limit_s=s.transaction_timeout_ms / 1000.0,
             )
             loop = WorkerLoop(
                 consumer,
@@ -261,6 +265,7 @@ class WorkerApp:
         # The producer first: init_transactions fences a previous incarnation before we consume.
         producer = KafkaProducerAdapter(pconfig, transactional=transactional)
         stack.callback(producer.close)
+        self._check_durability(base)
         consumer = KafkaConsumerAdapter(
             consumer_config(
                 base,
@@ -274,6 +279,30 @@ class WorkerApp:
         )
         stack.callback(consumer.close)
         return producer, consumer
+
+    def _check_durability(self, base: dict[str, Any]) -> None:
+        """Refuse to run on topics that would lose what they acknowledge (TTS_DURABILITY_CHECK)."""
+        s = self.settings
+        if s.durability_check == "off":
+            return
+        topics = [s.topics.requests, s.topics.bulk, s.topics.results, s.topics.dlq]
+        timeout_ms = s.transaction_timeout_ms if s.guarantee is Guarantee.EXACTLY_ONCE else None
+        try:
+            cluster, problems = check_durability(base, topics, transaction_timeout_ms=timeout_ms)
+        except BrokerUnavailable as exc:
+            log.warning("kafka durability settings not checked: %s", exc)
+            return
+        log.info("kafka durability", extra={"durability": cluster.summary()})
+        if not problems:
+            return
+        if s.durability_check == "enforce":
+            raise ConfigurationError(
+                "the Kafka cluster would lose acknowledged records: "
+                + "; ".join(problems)
+                + " (TTS_DURABILITY_CHECK=warn runs anyway)"
+            )
+        for problem in problems:
+            log.warning("kafka durability: %s", problem)
 
     def _pipeline_config(self, batch_limits: BatchLimits, model_version: str) -> PipelineConfig:
         s = self.settings

@@ -54,6 +54,13 @@ class BrokerUnavailable(RetryableError):
     """Kafka did not accept a produce, commit or transaction in time."""
 
 
+class TransactionInDoubt(BrokerUnavailable):
+    """A transaction's commit was sent and its outcome is not known yet (a timeout, a moving
+    coordinator). The only safe next step is to ask again by committing again: aborting is refused
+    while the commit is in flight, and publishing its records in a new transaction would answer
+    them twice if the first one did commit."""
+
+
 class ProducerFenced(FatalError):
     """Another instance took over our transactional id: we are a zombie and must stop."""
 

@@ -129,6 +129,12 @@ class Metrics:
             ["dependency"],
             registry=r,
         )
+        self.position_rewinds = Counter(
+            f"{p}_position_rewinds",
+            "Times the consumer handed out an offset it had already taken in the same assignment "
+            "(an offset reset): skipped, so nothing is answered twice.",
+            registry=r,
+        )
         self.commit_latency = Histogram(
             f"{p}_commit_duration_seconds",
             "Offset commit (or transaction commit) latency.",

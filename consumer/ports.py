@@ -194,6 +194,9 @@ class ConsumerPort(Protocol):
 
     def seek(self, tp: TopicPartition, offset: int) -> None: ...
 
+    def assignment(self) -> list[TopicPartition]:
+        """The partitions the client holds now (none while it is out of the group)."""
+
     def positions(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         """The next offset the application will receive per partition (past control records)."""
 
@@ -225,9 +228,12 @@ class ProducerPort(Protocol):
     def send_offsets(self, offsets: Mapping[TopicPartition, int], group_metadata: object) -> None: ...
 
     def commit(self) -> None:
-        """Commit the transaction; raises BrokerUnavailable (aborted: retry) or ProducerFenced."""
+        """Commit the transaction; raises TransactionInDoubt (its outcome is unknown: commit
+        again), BrokerUnavailable (it failed: abort, then retry) or ProducerFenced."""
 
-    def abort(self) -> None: ...
+    def abort(self) -> None:
+        """Abort the transaction; raises BrokerUnavailable when it has not finished yet (abort
+        again: librdkafka resumes it)."""
 
     def close(self) -> None: ...
 

@@ -105,6 +105,12 @@ class WorkerSettings(BaseSettings):
         ge=1_000,
         description="Broker aborts a transaction left open this long (a dead worker's).",
     )
+    durability_check: Literal["enforce", "warn", "off"] = Field(
+        default="enforce",
+        description="At start-up, read the lanes' replication factor, min.insync.replicas and unclean "
+        "leader election and the brokers' transaction.max.timeout.ms (schemas/durability.py): enforce "
+        "exits 2 on a setting that loses acknowledged records, warn logs it, off skips the check.",
+    )
     schema_registry_url: str | None = Field(
         default=None,
         description="Confluent-compatible registry; set to publish results in Confluent framing.",
@@ -120,6 +126,22 @@ class WorkerSettings(BaseSettings):
         description="Redis URL (rediss:// for TLS); treated as a secret.",
     )
     redis_password: SecretStr | None = Field(default=None, description="Redis password, if not in the URL.")
+    redis_sentinels: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated host:port of Redis Sentinels: the master is found (and found again "
+        "after a failover) through them; TTS_REDIS_URL still gives TLS, user, password and database.",
+    )
+    redis_sentinel_master: str = Field(
+        default="mymaster", description="The master's name in the sentinels' configuration."
+    )
+    redis_sentinel_password: SecretStr | None = Field(
+        default=None, description="Password of the sentinels themselves, when they require one."
+    )
+    redis_cluster_nodes: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated host:port of some Redis Cluster nodes (the slot map is learnt from "
+        "them); TTS_REDIS_URL still gives TLS, user and password. Not with TTS_REDIS_SENTINELS.",
+    )
     cache_ttl_s: int = Field(
         default=7 * 24 * 3600, ge=60, description="How long a finished result is served from the cache."
     )
@@ -325,7 +347,13 @@ class WorkerSettings(BaseSettings):
         default=3, ge=1, description="A message in the engine during this many crashes goes to the DLQ."
     )
 
-    @field_validator("prompt_audio_allowlist", "reply_topic_allowlist", mode="before")
+    @field_validator(
+        "prompt_audio_allowlist",
+        "reply_topic_allowlist",
+        "redis_sentinels",
+        "redis_cluster_nodes",
+        mode="before",
+    )
     @classmethod
     def _lists(cls, value: object) -> object:
         return _split_list(value)
@@ -339,6 +367,16 @@ class WorkerSettings(BaseSettings):
                 )
         if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
             raise ValueError("set both s3_access_key_id and s3_secret_access_key, or neither")
+        if self.redis_sentinels and self.redis_cluster_nodes:
+            raise ValueError("set redis_sentinels or redis_cluster_nodes, not both")
+        for name, entries in (
+            ("redis_sentinels", self.redis_sentinels),
+            ("redis_cluster_nodes", self.redis_cluster_nodes),
+        ):
+            for entry in entries:
+                host, sep, port = entry.rpartition(":")
+                if not sep or not host or not port.isdigit():
+                    raise ValueError(f"{name} entry {entry!r} must be host:port")
         return self
 
     @property

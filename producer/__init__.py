@@ -23,6 +23,7 @@ from producer.errors import (
     ProducerClosed,
     ProducerError,
     ResultTimeout,
+    UnsafeProducerConfig,
 )
 from producer.requests import build_request, parse_voice, validate
 from producer.settings import ProducerSettings
@@ -66,6 +67,7 @@ __all__ = [
     "SynthesisRequest",
     "SynthesisResult",
     "TtsProducer",
+    "UnsafeProducerConfig",
     "build_request",
     "parse_voice",
     "validate",

@@ -31,6 +31,7 @@ from producer.errors import (
     KafkaRefused,
     KafkaUnavailable,
     ProducerClosed,
+    UnsafeProducerConfig,
 )
 from producer.metrics import ProducerMetrics
 from producer.ports import KafkaProducerPort, default_producer
@@ -99,6 +100,7 @@ class TtsProducer:
         self._limits = settings.limits
         self._codec = codec or _make_codec(settings, self._framing)
         producer_config = {**settings.producer_config(), **dict(config or {})}
+        _check_delivery_guarantees(producer_config)
         self._refusal = RefusalWatch(also=producer_config.get("error_cb"))
         producer_config["error_cb"] = self._refusal
         self._producer: KafkaProducerPort = (producer_factory or default_producer)(producer_config)
@@ -321,6 +323,20 @@ class TtsProducer:
             self.close()
         except DeliveryFailed as failed:
             log.error("while handling another error: %s", failed, extra={"failed": len(failed.failures)})
+
+
+def _check_delivery_guarantees(config: Mapping[str, Any]) -> None:
+    """Refuse raw properties (`config=`, TTS_KAFKA_EXTRA) that undo what the contract promises:
+    every request acknowledged by all in-sync replicas, written once, in order per key."""
+    problems = []
+    if str(config.get("acks", "all")).lower() not in ("all", "-1"):
+        problems.append(f"acks={config['acks']} (only acks=all survives the leader's loss)")
+    if str(config.get("enable.idempotence", True)).lower() in ("false", "0"):
+        problems.append("enable.idempotence=false (a retried batch would be written twice)")
+    if int(config.get("max.in.flight.requests.per.connection", 5)) > 5:
+        problems.append("max.in.flight.requests.per.connection above 5 (idempotence allows at most 5)")
+    if problems:
+        raise UnsafeProducerConfig("refused producer properties: " + "; ".join(problems))
 
 
 def _make_codec(settings: ProducerSettings, framing: Framing) -> AvroCodec[SynthesisRequest]:

@@ -39,6 +39,11 @@ class InvalidRequest(ProducerError, ValueError):
         return cls([ValidationError(code, field, message)])
 
 
+class UnsafeProducerConfig(ProducerError, ValueError):
+    """Raw librdkafka properties that would weaken delivery: acks other than all, idempotence
+    off (a retried batch written twice), more than 5 requests in flight (reordering)."""
+
+
 class KafkaUnavailable(ProducerError):
     """The brokers could not be reached, or a topic we need does not exist."""
 

@@ -144,3 +144,40 @@ def cosyvoice2_tiny() -> Path:
     from tests.support.cosyvoice_models import tiny_model
 
     return tiny_model("cosyvoice2")
+
+
+@pytest.fixture(scope="session")
+def sentinel_redis() -> Iterator[Any]:
+    """A private Redis master, replica and three sentinels (scripts/stack.sh), for the session."""
+    from tests.support.redis_topologies import RedisDeployment
+
+    try:
+        deployment = RedisDeployment.start("sentinel")
+    except RuntimeError as exc:
+        pytest.fail(f"could not start Redis with Sentinel: {exc}")
+    yield deployment
+    deployment.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster_redis() -> Iterator[Any]:
+    """A private three-master Redis Cluster, a replica each (scripts/stack.sh), for the session."""
+    from tests.support.redis_topologies import RedisDeployment
+
+    try:
+        deployment = RedisDeployment.start("cluster")
+    except RuntimeError as exc:
+        pytest.fail(f"could not start a Redis Cluster: {exc}")
+    yield deployment
+    deployment.stop()
+
+
+@pytest.fixture(params=["single", "sentinel", "cluster"])
+def redis_topology(request: pytest.FixtureRequest, stack: StackAddresses) -> Any:
+    """The three ways to deploy Redis, each as the product reaches it (RedisTopology)."""
+    from consumer.adapters.redis_connect import RedisTopology
+
+    if request.param == "single":
+        return RedisTopology(url=stack.redis_url, options={"socket_timeout": 5})
+    deployment = request.getfixturevalue(f"{request.param}_redis")
+    return deployment.topology(socket_timeout=5)

@@ -18,14 +18,25 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 from consumer.core.messages import InboundMessage, OutboundRecord, TopicPartition
-from consumer.errors import BrokerUnavailable, ConfigurationError, FatalError, ProducerFenced
+from consumer.errors import (
+    BrokerUnavailable,
+    ConfigurationError,
+    FatalError,
+    ProducerFenced,
+    TransactionInDoubt,
+)
 from consumer.ports import AssignmentCallback
+from schemas.durability import ClusterDurability, findings, read_cluster
 from schemas.transport import RefusalWatch, await_brokers
 
 log = logging.getLogger(__name__)
 librdkafka_log = logging.getLogger("librdkafka")
 
 SEND_OFFSETS_TIMEOUT_S = 10.0
+# One attempt at ending a transaction. A commit or an abort that takes longer goes on in the
+# background; the checkpointer calls it again on its next round (librdkafka resumes it) instead of
+# blocking the poll loop, whose liveness is measured in tens of seconds.
+END_TRANSACTION_TIMEOUT_S = 10.0
 # librdkafka can block in send_offsets_to_transaction() past its own timeout when the group
 # coordinator went away (a broker restart): librdkafka issues 5456 and 5511. A call still
 # running this long after its timeout is a wedged client, not a slow broker.
@@ -107,6 +118,13 @@ class KafkaConsumerAdapter:
             tuple[list[str], AssignmentCallback, AssignmentCallback, AssignmentCallback] | None
         ) = None
         self._rejoin_at: float | None = None
+        # While the client is closed because the group refused it, what closing revokes is lost:
+        # that member is gone, and its work must be forgotten, never committed.
+        self._refused = False
+        # What the rebalance callbacks handed this client, kept here: librdkafka's assignment()
+        # must not be called from inside a rebalance callback (it waits on the thread that is
+        # running the callback), and the loop asks while draining a revocation.
+        self._assigned: set[TopicPartition] = set()
 
     def subscribe(
         self,
@@ -121,23 +139,43 @@ class KafkaConsumerAdapter:
     def _subscribe(self) -> None:
         assert self._subscription is not None
         topics, on_assign, on_revoke, on_lost = self._subscription
+
         # confluent-kafka applies the (incremental) assignment itself after each callback.
-        self._consumer.subscribe(
-            topics,
-            on_assign=lambda _c, tps: on_assign(_from_kafka(tps)),
-            on_revoke=lambda _c, tps: on_revoke(_from_kafka(tps)),
-            on_lost=lambda _c, tps: on_lost(_from_kafka(tps)),
-        )
+        def assigned(_consumer: Consumer, tps: list[KafkaTopicPartition]) -> None:
+            ours = _from_kafka(tps)
+            self._assigned.update(ours)
+            on_assign(ours)
+
+        def revoked(_consumer: Consumer, tps: list[KafkaTopicPartition]) -> None:
+            ours = _from_kafka(tps)
+            try:
+                (on_lost if self._refused else on_revoke)(ours)
+            finally:
+                self._assigned.difference_update(ours)
+
+        def lost(_consumer: Consumer, tps: list[KafkaTopicPartition]) -> None:
+            ours = _from_kafka(tps)
+            self._assigned.difference_update(ours)
+            on_lost(ours)
+
+        self._consumer.subscribe(topics, on_assign=assigned, on_revoke=revoked, on_lost=lost)
 
     def _instance_id_in_use(self) -> None:
-        """Under the consumer group protocol a static member that died without leaving keeps
-        its instance id until its session expires, and a restart under the same id is refused
-        (a fatal error for that client). Not a reason to exit: wait, then join again with a
-        new client. The previous incarnation owned nothing we hold, so there is no state to
-        clean up; its partitions come to us when the broker expires it."""
-        log.warning("our instance id is still held by our previous incarnation; joining again shortly")
+        """Under the consumer group protocol a static member that is not in the group keeps its
+        instance id until its session expires, and joining under that id is refused (a fatal
+        error for this client). That happens at start-up, when the previous incarnation died
+        without leaving, and also mid-run, when this member was fenced (its epoch fell behind,
+        e.g. heartbeat answers lost under load) and joins again. Not a reason to exit: wait,
+        then join again with a new client. Whatever this client still had assigned is lost with
+        it: reported as lost so the loop forgets that work instead of committing it later under
+        the new member's metadata, while the partitions' new owner answers it too."""
+        log.warning("our instance id is still held in the group; joining again shortly")
+        self._refused = True
         with contextlib.suppress(KafkaException, RuntimeError):
             self._consumer.close()
+        lost, self._assigned = sorted(self._assigned), set()
+        if lost and self._subscription is not None:
+            self._subscription[3](lost)
         self._rejoin_at = time.monotonic() + REJOIN_AFTER_S
 
     def consume(self, max_messages: int, timeout_s: float) -> list[InboundMessage]:
@@ -152,6 +190,7 @@ class KafkaConsumerAdapter:
                 time.sleep(min(timeout_s, self._rejoin_at - time.monotonic()))
                 return []
             self._rejoin_at = None
+            self._refused = False
             self._consumer = Consumer(self._config)
             self._subscribe()
         try:
@@ -196,6 +235,9 @@ class KafkaConsumerAdapter:
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self._consumer.seek(KafkaTopicPartition(tp.topic, tp.partition, offset))
 
+    def assignment(self) -> list[TopicPartition]:
+        return [] if self._rejoin_at is not None else list(self._assigned)
+
     def positions(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         if self._rejoin_at is not None:
             return {}
@@ -230,6 +272,9 @@ class KafkaConsumerAdapter:
             raise _translate(exc, "commit offsets") from exc
 
     def group_metadata(self) -> object:
+        if self._rejoin_at is not None:
+            # No membership to commit under until we are back in the group.
+            raise BrokerUnavailable("kafka consumer: not in the group (joining again)")
         return self._consumer.consumer_group_metadata()
 
     def close(self) -> None:
@@ -335,20 +380,21 @@ class KafkaProducerAdapter:
             raise _translate(exc, "send offsets to transaction") from exc
 
     def commit(self) -> None:
-        deadline = time.monotonic() + 60.0
-        while True:
-            try:
-                self._producer.commit_transaction(30.0)
-                return
-            except KafkaException as exc:
-                error: KafkaError = exc.args[0]
-                if error.retriable() and not error.txn_requires_abort() and time.monotonic() < deadline:
-                    continue  # the outcome is unknown; committing again is the documented retry
-                raise _translate(exc, "commit transaction") from exc
+        self._producer.poll(0)  # serve delivery reports: librdkafka counts them as outstanding
+        try:
+            self._producer.commit_transaction(END_TRANSACTION_TIMEOUT_S)
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            if error.retriable() and not error.txn_requires_abort() and not error.fatal():
+                # The commit goes on in the background and may have succeeded: only committing
+                # again tells (librdkafka resumes the call and returns its outcome).
+                raise TransactionInDoubt(f"kafka commit transaction: {error.str()}") from exc
+            raise _translate(exc, "commit transaction") from exc
 
     def abort(self) -> None:
+        self._producer.poll(0)  # the abort waits for the purged messages' delivery reports
         try:
-            self._producer.abort_transaction(30.0)
+            self._producer.abort_transaction(END_TRANSACTION_TIMEOUT_S)
         except KafkaException as exc:
             raise _translate(exc, "abort transaction") from exc
 
@@ -360,7 +406,31 @@ class KafkaProducerAdapter:
             return False
 
     def close(self) -> None:
-        self._producer.flush(10.0)
+        try:
+            self._producer.flush(10.0)
+        except KafkaException as exc:
+            # Closing after a fatal transaction error: the error that stopped us is already on its
+            # way up, and this one must not replace it.
+            log.warning("kafka producer: records not flushed on close: %s", exc.args[0].str())
+
+
+def check_durability(
+    base: Mapping[str, Any],
+    topics: Sequence[str],
+    *,
+    transaction_timeout_ms: int | None,
+    timeout_s: float = 10.0,
+) -> tuple[ClusterDurability, list[str]]:
+    """The cluster's side of "nothing acknowledged is lost" (schemas/durability.py); raises
+    BrokerUnavailable when the brokers cannot be asked."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({k: v for k, v in base.items() if k != "logger"} | {"logger": librdkafka_log})
+    try:
+        cluster = read_cluster(admin, topics, timeout_s=timeout_s)
+    except KafkaException as exc:
+        raise _translate(exc, "describe the cluster's durability settings") from exc
+    return cluster, findings(cluster, transaction_timeout_ms=transaction_timeout_ms)
 
 
 def _bounded(call: Callable[[], object], limit_s: float, what: str) -> None:

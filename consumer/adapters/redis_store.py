@@ -8,7 +8,9 @@ scripts also work on Redis Cluster):
     tts:crash:{<group>}:inflight:<instance>   message ids in this instance's engine right now
     tts:crash:{<group>}:counts   hash: message id -> crashes it was present for
 
-A batch of keys is one pipeline of per-key scripts: one network round trip however many keys.
+A batch of keys is one pipeline of per-key scripts: one network round trip however many keys
+(one per node holding some of them on a Redis Cluster). The client is whatever
+`redis_connect.RedisTopology` made: a single server, a Sentinel master or a Redis Cluster.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from typing import Any, TypeVar
 
 import redis
 from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 
+from consumer.adapters.redis_connect import RedisTopology
 from consumer.errors import CacheUnavailable
 from consumer.ports import Acquired, CachedAudio, Claim, HeldElsewhere, Hit
 
@@ -71,9 +75,13 @@ def lease_key(cache_key: str) -> str:
     return f"tts:{{{cache_key}}}:lease"
 
 
+RedisClient = redis.Redis | redis.RedisCluster
+
+
 class RedisStore:
-    def __init__(self, client: redis.Redis, *, group_id: str) -> None:
+    def __init__(self, client: RedisClient, *, group_id: str) -> None:
         self._redis = client
+        self._sources = (_CLAIM, _RENEW, _RELEASE, _COMPLETE)
         self._claim: Script = client.register_script(_CLAIM)
         self._renew: Script = client.register_script(_RENEW)
         self._release: Script = client.register_script(_RELEASE)
@@ -83,15 +91,18 @@ class RedisStore:
         self._unsent_misses = 0
 
     @classmethod
+    def from_topology(cls, topology: RedisTopology, *, group_id: str) -> RedisStore:
+        return cls(topology.client(), group_id=group_id)
+
+    @classmethod
     def from_url(cls, url: str, *, password: str | None, group_id: str, timeout_s: float = 2.0) -> RedisStore:
-        client = redis.Redis.from_url(
-            url,
-            password=password,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            health_check_interval=15,
-        )
-        return cls(client, group_id=group_id)
+        """One Redis server by URL (rediss:// for TLS)."""
+        options = {
+            "socket_timeout": timeout_s,
+            "socket_connect_timeout": timeout_s,
+            "health_check_interval": 15,
+        }
+        return cls.from_topology(RedisTopology(url, password=password, options=options), group_id=group_id)
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         """The one place redis errors become ours."""
@@ -100,8 +111,25 @@ class RedisStore:
         except redis.RedisError as exc:
             raise CacheUnavailable(f"redis {what}: {exc}") from exc
 
+    def _pipelined(self, fill: Callable[[Any], None]) -> list[Any]:
+        """Run the commands `fill` queues in one non-transactional pipeline. A single server's
+        pipeline loads its scripts itself; a cluster's does not, and every node, a promoted
+        replica or a restarted master included, starts without them: load them (SCRIPT LOAD goes
+        to every primary) and run the pipeline again."""
+        for attempt in (1, 2):
+            pipe = self._redis.pipeline(transaction=False)
+            fill(pipe)
+            try:
+                return list(pipe.execute())
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                for source in self._sources:
+                    self._redis.script_load(source)
+        raise AssertionError("unreachable")
+
     @property
-    def client(self) -> redis.Redis:
+    def client(self) -> RedisClient:
         return self._redis
 
     def ping(self) -> bool:
@@ -116,8 +144,7 @@ class RedisStore:
         hits, misses = self._unsent_hits, self._unsent_misses
         instance_prefix = owner.split("|", 1)[0] + "|"
 
-        def run() -> list[Any]:
-            pipe = self._redis.pipeline(transaction=False)
+        def fill(pipe: Any) -> None:
             for key in keys:
                 self._claim(
                     keys=[result_key(key), lease_key(key)],
@@ -127,7 +154,9 @@ class RedisStore:
             if hits or misses:  # the counters ride along: no round trip of their own
                 pipe.incrby(CACHE_HITS_KEY, hits)
                 pipe.incrby(CACHE_MISSES_KEY, misses)
-            return list(pipe.execute())
+
+        def run() -> list[Any]:
+            return self._pipelined(fill)
 
         replies = self._call("claim", run)[: len(keys)]
         self._unsent_hits -= hits
@@ -144,11 +173,12 @@ class RedisStore:
         return out
 
     def renew(self, keys: Sequence[str], owner: str, lease_ttl_ms: int) -> set[str]:
-        def run() -> list[Any]:
-            pipe = self._redis.pipeline(transaction=False)
+        def fill(pipe: Any) -> None:
             for key in keys:
                 self._renew(keys=[lease_key(key)], args=[owner, lease_ttl_ms], client=pipe)
-            return list(pipe.execute())
+
+        def run() -> list[Any]:
+            return self._pipelined(fill)
 
         replies = self._call("renew", run)
         return {key for key, kept in zip(keys, replies, strict=True) if kept}
@@ -157,24 +187,26 @@ class RedisStore:
         self.complete_many([(key, audio)], owner, cache_ttl_s)
 
     def complete_many(self, entries: Sequence[tuple[str, CachedAudio]], owner: str, cache_ttl_s: int) -> None:
-        def run() -> None:
-            pipe = self._redis.pipeline(transaction=False)
+        def fill(pipe: Any) -> None:
             for key, audio in entries:
                 value = json.dumps(asdict(audio), separators=(",", ":"))
                 self._complete(
                     keys=[result_key(key), lease_key(key)], args=[value, cache_ttl_s, owner], client=pipe
                 )
-            pipe.execute()
+
+        def run() -> None:
+            self._pipelined(fill)
 
         if entries:
             self._call("complete", run)
 
     def release(self, keys: Sequence[str], owner: str) -> None:
-        def run() -> None:
-            pipe = self._redis.pipeline(transaction=False)
+        def fill(pipe: Any) -> None:
             for key in keys:
                 self._release(keys=[lease_key(key)], args=[owner], client=pipe)
-            pipe.execute()
+
+        def run() -> None:
+            self._pipelined(fill)
 
         self._call("release", run)
 
@@ -226,7 +258,7 @@ def result_index_key(request_id: str) -> str:
 class RedisResultIndex:
     """ResultIndex on Redis: `tts:result-index:<request id>` -> the result event's bytes."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self._redis = client
 
     def record(self, results: Sequence[tuple[str, bytes]], ttl_s: int) -> None:

@@ -52,6 +52,9 @@ class FlowController:
         self._budget_paused = False
         self._bulk_budget_paused = False
 
+    def owns(self, tp: TopicPartition) -> bool:
+        return tp in self._assigned
+
     def assigned(self, lane: Lane | None = None) -> list[TopicPartition]:
         return [tp for tp, tp_lane in self._assigned.items() if lane is None or tp_lane is lane]
 

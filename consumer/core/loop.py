@@ -73,6 +73,12 @@ class WorkerLoop:
         self._next_lag_refresh = 0.0
         self._interactive_lag = 0
         self._commit_backoff_until = 0.0
+        # Per partition, the highest offset taken since it was assigned: the consumer's position
+        # only moves forward within an assignment unless we seek it back ourselves.
+        self._taken_up_to: dict[TopicPartition, int] = {}
+        # Set when the loop dies of an error: the rebalance callbacks that closing the consumer
+        # runs must then only forget, never commit (a fenced or broken producer, a bug).
+        self._failed = False
 
     # ------------------------------------------------------------------ public
 
@@ -92,33 +98,50 @@ class WorkerLoop:
             on_lost=self._on_lost,
         )
         log.info("worker loop started", extra={"topics": list(self._config.lanes)})
-        while not self._stop.is_set():
-            busy = self._tracker.in_flight > 0
-            # While work is in flight, wake often: a finished answer waits for this loop to publish it.
-            messages = self._consumer.consume(self._config.poll_batch_size, 0.002 if busy else 0.1)
-            if messages:
-                self._last_activity = time.monotonic()
-                self._take(messages)
-            self._settle_completed()
-            self._maybe_commit()
-            self._update_flow()
-            self._beat()
-            self._check_run_limits()
-            if self._pipeline.fatal is not None:
-                # Nothing more can be answered; commit what is finished, then fail loudly.
-                self._maybe_commit(force=True)
-                raise self._pipeline.fatal
-        self._shutdown()
+        try:
+            while not self._stop.is_set():
+                busy = self._tracker.in_flight > 0
+                # While work is in flight, wake often: a finished answer waits for this loop to publish it.
+                messages = self._consumer.consume(self._config.poll_batch_size, 0.002 if busy else 0.1)
+                if messages:
+                    self._last_activity = time.monotonic()
+                    self._take(messages)
+                self._settle_completed()
+                self._maybe_commit()
+                self._update_flow()
+                self._beat()
+                self._check_run_limits()
+                if self._pipeline.fatal is not None:
+                    # Nothing more can be answered; commit what is finished, then fail loudly.
+                    self._maybe_commit(force=True)
+                    raise self._pipeline.fatal
+            self._shutdown()
+        except BaseException:
+            self._failed = True
+            raise
 
     # ------------------------------------------------------------------ iteration steps
 
     def _take(self, messages: list[InboundMessage]) -> None:
         retry: set[TopicPartition] = set()
+        stale: set[TopicPartition] = set()
         fresh: list[Job] = []
         for message in messages:
             tp = message.tp
             if tp in retry:
                 continue  # we seek back to an earlier offset of this partition
+            if not self._flow.owns(tp):
+                # Fetched before a revocation that ran inside this very consume() call: the
+                # partition's new owner answers it from the committed offset. Taken here, it was
+                # answered twice (our commit carries a valid member epoch; the broker does not
+                # check who owns the partition).
+                stale.add(tp)
+                continue
+            taken = self._taken_up_to.get(tp)
+            if taken is not None and message.offset <= taken:
+                self._rewound(tp, message.offset, taken)
+                retry.add(tp)
+                continue
             lane = self._config.lanes[message.topic]
             try:
                 job = self._intake.take(message, lane)
@@ -129,6 +152,7 @@ class WorkerLoop:
                 self._flow.hold(tp, DECODE_RETRY_S)
                 continue
             self._tracker.track(job)
+            self._taken_up_to[tp] = message.offset
             self._in_flight[lane] += 1
             if job.request is not None:
                 queued_s = max(0.0, (job.taken_at_ms - job.request.created_at_ms) / 1000.0)
@@ -137,8 +161,26 @@ class WorkerLoop:
                 self._checkpointer.settle(job)
             else:
                 fresh.append(job)
+        if stale:
+            log.info(
+                "messages of partitions revoked while they were fetched are left to their new owner",
+                extra={"partitions": [f"{tp.topic}[{tp.partition}]" for tp in sorted(stale)]},
+            )
         self._pipeline.submit(fresh)
         self._metrics.in_flight.set(self._tracker.in_flight)
+
+    def _rewound(self, tp: TopicPartition, offset: int, taken: int) -> None:
+        """The consumer handed out an offset we already took in this assignment: its position went
+        back (librdkafka resets it to auto.offset.reset after an out-of-range fetch or a failed
+        leader-epoch validation). Everything up to `taken` is answered or in hand, so taking it
+        again would answer it twice: skip forward instead. With unclean leader election off,
+        offsets below `taken` can never hold new records."""
+        self._metrics.position_rewinds.inc()
+        log.error(
+            "the consumer's position went back; skipping what was already taken",
+            extra={"partition": f"{tp.topic}[{tp.partition}]", "offset": offset, "taken_up_to": taken},
+        )
+        self._consumer.seek(tp, taken + 1)
 
     def _settle_completed(self) -> None:
         for job in self._pipeline.completed():
@@ -151,6 +193,7 @@ class WorkerLoop:
         ):
             return
         self._last_commit = now
+        self._forget_unowned()
         before = dict(self._count_by_lane())
         try:
             committed = self._checkpointer.commit(self._tracker)
@@ -172,6 +215,23 @@ class WorkerLoop:
                 },
             )
         self._metrics.in_flight.set(self._tracker.in_flight)
+
+    def _forget_unowned(self) -> None:
+        """Work of a partition the client no longer holds is never committed: the transaction
+        would carry a live member's metadata (the broker checks the member's epoch, not who owns
+        the partition) and answer again what the partition's new owner answers. The rebalance
+        callbacks forget such partitions; this catches any path that did not call them."""
+        held = self._tracker.partitions()
+        if not held:
+            return
+        assigned = set(self._consumer.assignment())
+        stray = [tp for tp in held if tp not in assigned]
+        if stray:
+            log.warning(
+                "work held for partitions no longer assigned is dropped",
+                extra={"partitions": [f"{tp.topic}[{tp.partition}]" for tp in stray]},
+            )
+            self._forget(stray)
 
     def _count_by_lane(self) -> dict[Lane, int]:
         return self._tracker.in_flight_by_lane()
@@ -241,6 +301,8 @@ class WorkerLoop:
 
     def _on_assign(self, tps: list[TopicPartition]) -> None:
         log.info("partitions assigned", extra={"partitions": [f"{tp.topic}[{tp.partition}]" for tp in tps]})
+        for tp in tps:
+            self._taken_up_to.pop(tp, None)  # consumption starts again from the committed offset
         self._flow.add(tps, self._config.lanes)
 
     def _on_revoke(self, tps: list[TopicPartition]) -> None:
@@ -249,7 +311,8 @@ class WorkerLoop:
             extra={"partitions": [f"{tp.topic}[{tp.partition}]" for tp in tps]},
         )
         self._pipeline.drop_partitions(tps)  # queued work: the new owner will do it
-        self._drain(tps, time.monotonic() + self._config.drain_timeout_s)
+        if not self._failed:
+            self._drain(tps, time.monotonic() + self._config.drain_timeout_s)
         self._forget(tps)
 
     def _on_lost(self, tps: list[TopicPartition]) -> None:
@@ -259,6 +322,8 @@ class WorkerLoop:
     def _forget(self, tps: list[TopicPartition]) -> None:
         for job in self._tracker.forget(tps):
             job.abandoned = True
+        for tp in tps:
+            self._taken_up_to.pop(tp, None)
         self._pipeline.drop_partitions(tps, include_started=True)
         self._flow.remove(tps)
         self._in_flight = self._count_by_lane()

@@ -43,6 +43,10 @@ class OffsetTracker:
         """Jobs taken and not yet committed (finished or not)."""
         return self._count
 
+    def partitions(self) -> list[TopicPartition]:
+        """Partitions with jobs taken and not yet committed."""
+        return list(self._ledgers)
+
     def pending(self, tp: TopicPartition) -> int:
         return len(self._ledgers.get(tp, ()))
 

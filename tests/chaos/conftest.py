@@ -66,11 +66,17 @@ def private_kafka_config(healthy_stack: PrivateStack) -> dict[str, Any]:
 
 
 @pytest.fixture
-def private_lanes(private_kafka_config: dict[str, Any]) -> Iterator[Callable[..., Lanes]]:
+def private_lanes(
+    private_kafka_config: dict[str, Any], healthy_stack: PrivateStack
+) -> Iterator[Callable[..., Lanes]]:
     created: list[Lanes] = []
+    # On a three-broker stack the lanes get what production gets: RF 3, min ISR 2.
+    replicas = 3 if healthy_stack.brokers >= 3 else 1
 
     def make(partitions: int = 6) -> Lanes:
-        lanes = create_lanes(private_kafka_config, partitions)
+        lanes = create_lanes(
+            private_kafka_config, partitions, replication_factor=replicas, min_insync=min(2, replicas)
+        )
         created.append(lanes)
         return lanes
 

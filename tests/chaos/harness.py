@@ -18,6 +18,7 @@ import io
 import itertools
 import json
 import logging
+import re
 import signal
 import statistics
 import subprocess
@@ -92,6 +93,7 @@ class Supervisor:
         self._causes: dict[str, str] = {}
         self._probe_failures: dict[str, int] = {}
         self._next_probe = 0.0
+        self._frozen: set[str] = set()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="supervisor", daemon=True)
@@ -137,12 +139,26 @@ class Supervisor:
             self._probe_liveness(set(waiting_ready))
             self._stop.wait(0.2)
 
+    def freeze(self, worker: WorkerProcess) -> None:
+        """SIGSTOP: the process stops dead, its librdkafka threads with it (a long GC pause, a VM
+        freeze, a starved node). Its liveness is not probed meanwhile: the zombie scenario is
+        about what the group and the broker do with it, not about the kubelet restarting it."""
+        with self._lock:
+            self._frozen.add(worker.instance_id)
+            worker.signal(signal.SIGSTOP)
+
+    def thaw(self, worker: WorkerProcess) -> None:
+        with self._lock:
+            worker.signal(signal.SIGCONT)
+            self._frozen.discard(worker.instance_id)
+            self._probe_failures.pop(worker.instance_id, None)
+
     def _probe_liveness(self, starting: set[str]) -> None:
         if time.monotonic() < self._next_probe:
             return
         self._next_probe = time.monotonic() + self._liveness.period_s
         for worker in self.workers:
-            if worker.instance_id in starting or not worker.alive():
+            if worker.instance_id in starting or worker.instance_id in self._frozen or not worker.alive():
                 continue  # the startup probe's time: the liveness probe does not run yet
             failures = 0 if _live(worker) else self._probe_failures.get(worker.instance_id, 0) + 1
             self._probe_failures[worker.instance_id] = failures
@@ -263,10 +279,17 @@ class Load:
 class Arrival:
     result: SynthesisResult
     at_s: float
+    partition: int = -1
+    offset: int = -1
 
 
 class Collector:
-    """A read_committed subscriber of the results topic, recording when each result arrived."""
+    """A read_committed subscriber of the results topic, recording when each result arrived.
+
+    A result is one record: its partition and offset say which. A record read a second time (the
+    subscriber's own fetch position went back, e.g. an offset reset after a broker restart) is
+    counted in `rereads`, not as a second result: only a second *record* for a request id is a
+    duplicate the workers published."""
 
     def __init__(self, stack: StackAddresses, topic: str, clock: Callable[[], float]) -> None:
         self._consumer = subscriber(
@@ -279,6 +302,11 @@ class Collector:
         self._clock = clock
         self.arrivals: dict[str, list[Arrival]] = {}
         self.count = 0
+        self.rereads = 0
+        # Where the reader's own position went back: (partition, from offset, to offset, at s).
+        self.rewinds: list[tuple[int, int, int, float]] = []
+        self._seen: set[tuple[int, int]] = set()
+        self._last_offset: dict[int, int] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="collector", daemon=True)
@@ -291,9 +319,19 @@ class Collector:
             message = self._consumer.poll(0.2)
             if message is None or message.error():
                 continue
+            position = (message.partition() or 0, message.offset() or 0)
             result = self._codec.decode(message.value())
             with self._lock:
-                self.arrivals.setdefault(result.request_id, []).append(Arrival(result, self._clock()))
+                last = self._last_offset.get(position[0])
+                if last is not None and position[1] <= last:
+                    self.rewinds.append((position[0], last, position[1], round(self._clock(), 1)))
+                self._last_offset[position[0]] = position[1]
+                if position in self._seen:
+                    self.rereads += 1
+                    continue
+                self._seen.add(position)
+                arrival = Arrival(result, self._clock(), *position)
+                self.arrivals.setdefault(result.request_id, []).append(arrival)
                 self.count += 1
         self._consumer.close()
 
@@ -334,6 +372,7 @@ class FaultRecord:
     longest_gap_s: float | None = None  # longest stretch without any result, fault start .. caught up
     submitted_during: int = 0
     worker_ready_after_s: float | None = None  # kills: killed -> the restarted worker is ready
+    note: str = ""  # what else is worth knowing (which broker, who took over, ...)
 
 
 @dataclass
@@ -348,10 +387,17 @@ class ChaosReport:
     requests: int = 0
     results: int = 0
     duplicates: int = 0
+    rereads: int = 0  # records the audit reader itself read twice (not duplicates)
+    reader_rewinds: list[tuple[int, int, int, float]] = field(default_factory=list)
     missing: int = 0
     failed: int = 0
     dead_letters: int = 0
     objects_checked: int = 0
+    # A few duplicated ids with every record's partition, offset, worker and completion time:
+    # what it takes to tell which worker answered twice, and when.
+    duplicate_examples: list[dict[str, Any]] = field(default_factory=list)
+    # Per worker, each distinct warning or error it logged and how often (ids and numbers folded).
+    worker_logs: dict[str, dict[str, int]] = field(default_factory=dict)
     unintended_exits: list[dict[str, Any]] = field(default_factory=list)
     faults: list[FaultRecord] = field(default_factory=list)
     latency_p50_s: float | None = None
@@ -365,16 +411,25 @@ class ChaosReport:
             f"{self.requests} requests, {self.results} results, {self.duplicates} duplicates, "
             f"{self.missing} missing, {self.failed} failed, {self.dead_letters} dead letters, "
             f"{self.objects_checked} objects decoded; latency p50 {self.latency_p50_s}s "
-            f"p99 {self.latency_p99_s}s max {self.latency_max_s}s",
+            f"p99 {self.latency_p99_s}s max {self.latency_max_s}s"
+            + (f"; the audit reader re-read {self.rereads} records" if self.rereads else ""),
         ]
+        for partition, before, after, at_s in self.reader_rewinds[:10]:
+            lines.append(f"    audit reader went back: partition {partition}, {before} -> {after} at {at_s}s")
         for f in self.faults:
             lines.append(
                 f"    {f.kind:<5} {f.target:<8} at {f.started_s:6.1f}s for {f.ended_s - f.started_s:5.1f}s: "
                 f"caught up {_fmt(f.caught_up_after_s)} after, longest gap {_fmt(f.longest_gap_s)}, "
                 f"worker ready {_fmt(f.worker_ready_after_s)}, {f.submitted_during} submitted meanwhile"
+                + (f" ({f.note})" if f.note else "")
             )
         for e in self.unintended_exits:
             lines.append(f"    UNINTENDED EXIT {e}")
+        for d in self.duplicate_examples:
+            lines.append(f"    DUPLICATE {d}")
+        for worker, messages in self.worker_logs.items():
+            for message, count in sorted(messages.items(), key=lambda item: -item[1])[:8]:
+                lines.append(f"    {worker} logged {count}x: {message}")
         return "\n".join(lines)
 
     def to_json(self) -> str:
@@ -383,6 +438,59 @@ class ChaosReport:
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}s"
+
+
+# librdkafka reports every refused reconnect while a broker is down: one line of summary is enough.
+_CONNECTION_NOISE = re.compile(
+    r"Connection refused|Disconnected|Connect to|Connection reset|Receive failed|timed out"
+)
+_FOLD = re.compile(r"[0-9a-f]{8,}|\b\d+(\.\d+)?(ms|s)?\b")
+
+
+def summarize_log(worker: WorkerProcess) -> dict[str, int]:
+    """Each distinct warning, error or critical line of a worker's log, with its count; numbers
+    and ids folded so a message repeated with other values counts as one."""
+    counts: dict[str, int] = {}
+    if not worker.log_path.exists():
+        return counts
+    for line in worker.log_lines():
+        level = str(line.get("level", ""))
+        if level not in ("warning", "error", "critical") and "raw" not in line:
+            continue
+        text = str(line.get("msg") or line.get("raw") or "")
+        if "raw" in line and not text.startswith(("Traceback", "cimpl.", "consumer.", "redis.")):
+            continue
+        if line.get("logger") == "librdkafka" and _CONNECTION_NOISE.search(text):
+            text = "librdkafka: connection refused/lost while a broker is away"
+        folded = f"{level or 'stderr'}: " + _FOLD.sub("N", text)[:160]
+        counts[folded] = counts.get(folded, 0) + 1
+    return counts
+
+
+def _duplicate_examples(arrivals: dict[str, list[Arrival]], limit: int = 5) -> list[dict[str, Any]]:
+    examples = []
+    for request_id, records in arrivals.items():
+        if len(records) < 2:
+            continue
+        examples.append(
+            {
+                "request_id": request_id,
+                "records": [
+                    {
+                        "partition": a.partition,
+                        "offset": a.offset,
+                        "worker": a.result.worker_id,
+                        "completed_at_ms": a.result.completed_at_ms,
+                        "cache_hit": a.result.cache_hit,
+                        "arrived_s": round(a.at_s, 2),
+                    }
+                    for a in records
+                ],
+            }
+        )
+        if len(examples) >= limit:
+            break
+    return examples
 
 
 # ---------------------------------------------------------------------------------- scenario --
@@ -400,6 +508,10 @@ class ScenarioConfig:
     max_batch_items: int = 8
     extra_env: dict[str, str] = field(default_factory=dict)
     answer_timeout_s: float = 180.0
+    # worker index -> (network namespace, address its health server binds there)
+    placement: dict[int, tuple[str, str]] = field(default_factory=dict)
+    # worker index -> settings of that worker only (a slower engine, a longer commit interval)
+    worker_env: dict[int, dict[str, str]] = field(default_factory=dict)
 
 
 class Scenario:
@@ -429,9 +541,15 @@ class Scenario:
             "TTS_ESPEAK_PROCESSES": "1",
             **config.extra_env,
         }
-        self.workers = [
-            WorkerProcess(addresses, env, log_dir, instance_id=f"chaos-{i}") for i in range(config.workers)
-        ]
+        self.workers = []
+        for i in range(config.workers):
+            netns, http_host = config.placement.get(i, (None, "127.0.0.1"))
+            own = {**env, **config.worker_env.get(i, {})}
+            self.workers.append(
+                WorkerProcess(
+                    addresses, own, log_dir, instance_id=f"chaos-{i}", netns=netns, http_host=http_host
+                )
+            )
         self.supervisor = Supervisor(self.workers, self.now)
         self.collector = Collector(addresses, lanes.results, self.now)
         self.load = Load(addresses, lanes, rate_per_s=config.rate_per_s, clock=self.now, run_id=self.run_id)
@@ -506,6 +624,89 @@ class Scenario:
         self.faults.append(record)
         return record
 
+    def freeze_worker(self, index: int, seconds: float) -> FaultRecord:
+        """SIGSTOP a worker for `seconds`, then SIGCONT: a zombie when it outlives the session."""
+        worker = self.workers[index]
+        started = self.now()
+        self.supervisor.freeze(worker)
+        time.sleep(seconds)
+        self.supervisor.thaw(worker)
+        record = FaultRecord("freeze", worker.instance_id, started, self.now())
+        self.faults.append(record)
+        return record
+
+    # ---------------------------------------------------------------- a Kafka cluster
+
+    def _admin(self) -> Any:
+        from confluent_kafka.admin import AdminClient
+
+        return AdminClient(
+            {
+                "bootstrap.servers": self.stack.addresses.kafka_bootstrap,
+                "logger": logging.getLogger("librdkafka.collector"),
+            }
+        )
+
+    def leader_of(self, topic: str, partition: int) -> int:
+        return int(self._admin().list_topics(topic, timeout=10).topics[topic].partitions[partition].leader)
+
+    def busiest_broker(self) -> int:
+        """The broker that leads the most partitions of the request and result topics."""
+        metadata = self._admin().list_topics(timeout=10)
+        led: dict[int, int] = {}
+        for topic in (self.lanes.requests, self.lanes.results):
+            for partition in metadata.topics[topic].partitions.values():
+                led[partition.leader] = led.get(partition.leader, 0) + 1
+        return max(led, key=lambda broker: led[broker])
+
+    def under_replicated(self) -> int:
+        """Partitions of the scenario's topics whose in-sync replicas are fewer than their replicas."""
+        metadata = self._admin().list_topics(timeout=10)
+        return sum(
+            1
+            for topic in self.lanes.all_topics
+            for partition in metadata.topics[topic].partitions.values()
+            if len(partition.isrs) < len(partition.replicas)
+        )
+
+    def wait_in_sync(self, timeout_s: float = 120.0) -> float:
+        """Seconds until every partition has all its replicas in sync again."""
+        started = time.monotonic()
+        while self.under_replicated():
+            assert time.monotonic() - started < timeout_s, (
+                f"replicas still out of sync after {timeout_s:.0f}s"
+            )
+            time.sleep(0.5)
+        return time.monotonic() - started
+
+    def kill_node(self, node: str, kind: str, note: str = "") -> FaultRecord:
+        """SIGKILL one node of the stack (a broker, a Redis node): no controlled shutdown. The
+        record ends at the kill: what follows is how long the rest took to cover for it."""
+        started = self.now()
+        self.stack.kill(node)
+        record = FaultRecord(kind, node, started, started, note=note)
+        self.faults.append(record)
+        return record
+
+    def start_node(self, node: str) -> None:
+        self.stack.start(node)
+
+    def rolling_restart(self, nodes: list[str]) -> list[FaultRecord]:
+        """Restart each node in turn (SIGTERM: a controlled shutdown, then start), waiting for every
+        replica to be back in sync before the next, as an operator's rolling upgrade does."""
+        records = []
+        for node in nodes:
+            started = self.now()
+            self.stack.stop(node)
+            self.stack.start(node)
+            in_sync_s = self.wait_in_sync()
+            record = FaultRecord(
+                "roll", node, started, self.now(), note=f"in sync {in_sync_s:.1f}s after start"
+            )
+            self.faults.append(record)
+            records.append(record)
+        return records
+
     def wait_all_ready(self, timeout_s: float = 120.0) -> float:
         """Seconds until every worker answers /readyz 200 (they must get there on their own)."""
         started = time.monotonic()
@@ -544,6 +745,9 @@ class Scenario:
             requests=len(submitted),
             results=sum(len(a) for a in arrivals.values()),
             duplicates=sum(len(a) - 1 for a in arrivals.values()),
+            rereads=self.collector.rereads,
+            reader_rewinds=list(self.collector.rewinds),
+            duplicate_examples=_duplicate_examples(arrivals),
             missing=len(missing),
             failed=sum(1 for a in arrivals.values() if any(not x.result.succeeded for x in a)),
             unintended_exits=[asdict(e) for e in self.supervisor.unintended_exits()],
@@ -559,6 +763,7 @@ class Scenario:
         kafka = {"bootstrap.servers": self.stack.addresses.kafka_bootstrap}
         report.dead_letters = len(read_all(kafka, self.lanes.dlq, idle_s=2.0))
         report.objects_checked = self._check_objects(arrivals, s3_client)
+        report.worker_logs = {w.instance_id: summarize_log(w) for w in self.workers}
         return report
 
     def _measure_faults(self, submitted: list[Submitted]) -> None:
@@ -637,3 +842,26 @@ def _failures(scenario: Scenario) -> str:
 
 def _tails(scenario: Scenario) -> str:
     return "\n\n".join(f"{w.instance_id}:\n{w.log_tail(30)}" for w in scenario.workers)
+
+
+def run_scenario(
+    config: ScenarioConfig,
+    stack: PrivateStack,
+    lanes: Lanes,
+    s3: Any,
+    log_dir: Path,
+    report_dir: Path,
+    faults: Callable[[Scenario], None],
+    *,
+    allowed_exit_codes: frozenset[int] = frozenset(),
+) -> tuple[ChaosReport, Scenario]:
+    """Start the workers and the load, inject `faults`, audit, write the JSON report and assert
+    the promise (assert_no_loss)."""
+    with Scenario(stack, lanes, config, log_dir) as scenario:
+        scenario.start()
+        faults(scenario)
+        report = scenario.finish(s3)
+        (report_dir / f"chaos-{config.name}.json").write_text(report.to_json())
+        print("\n" + report.summary())
+        assert_no_loss(report, scenario, allowed_exit_codes=allowed_exit_codes)
+        return report, scenario

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.chaos.harness import ChaosReport, Scenario, ScenarioConfig, assert_no_loss
+from tests.chaos.harness import ChaosReport, Scenario, ScenarioConfig, run_scenario
 from tests.chaos.private_stack import PrivateStack
 from tests.support.kafka_io import Lanes
 
@@ -34,14 +34,9 @@ def _run(
     allowed_exit_codes: frozenset[int] = frozenset(),
 ) -> tuple[ChaosReport, Scenario]:
     lanes = make_lanes(config.partitions)
-    with Scenario(stack, lanes, config, log_dir) as scenario:
-        scenario.start()
-        faults(scenario)
-        report = scenario.finish(s3)
-        (report_dir / f"chaos-{config.name}.json").write_text(report.to_json())
-        print("\n" + report.summary())
-        assert_no_loss(report, scenario, allowed_exit_codes=allowed_exit_codes)
-        return report, scenario
+    return run_scenario(
+        config, stack, lanes, s3, log_dir, report_dir, faults, allowed_exit_codes=allowed_exit_codes
+    )
 
 
 def test_short_chaos_kills_and_outages_lose_nothing(

@@ -110,6 +110,8 @@ def in_process_worker(stack: StackAddresses) -> Iterator[Callable[..., InProcess
             group_id=lanes.group,
             instance_id=overrides.pop("instance_id", "in-process"),
             redis_url=stack.redis_url,
+            # Not the registry a shell may export: results in the framing the tests' readers decode.
+            schema_registry_url=overrides.pop("schema_registry_url", None),
             s3_endpoint_url=stack.s3_endpoint,
             s3_access_key_id=stack.s3_access_key,
             s3_secret_access_key=stack.s3_secret_key,

@@ -55,10 +55,13 @@ class RenderError(Exception):
     """`helm template` refused the values; the message is Helm's."""
 
 
-def _set_args(values: dict[str, str] | None) -> list[str]:
+def _set_args(values: dict[str, Any] | None) -> list[str]:
     args: list[str] = []
     for key, value in (values or {}).items():
-        args += ["--set-string" if isinstance(value, str) else "--set", f"{key}={value}"]
+        if isinstance(value, list):  # Helm's list syntax: key={a,b}
+            args += ["--set", f"{key}={{{','.join(map(str, value))}}}"]
+        else:
+            args += ["--set-string" if isinstance(value, str) else "--set", f"{key}={value}"]
     return args
 
 

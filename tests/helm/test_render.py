@@ -17,6 +17,7 @@ EXPECTED_SCENARIOS = {
     "sasl-tls",
     "monitoring",
     "gateway",
+    "redis-sentinel",
 }
 
 

@@ -1,5 +1,6 @@
 """The gateway's shared state against the real services: rate limits and request records in
-Redis (one limit across replicas), and the lane lag it reads from Kafka for backpressure."""
+Redis (one limit across replicas; on one server, a Sentinel master and a Redis Cluster), and the
+lane lag it reads from Kafka for backpressure."""
 
 from __future__ import annotations
 
@@ -10,27 +11,20 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
+from consumer.adapters.redis_connect import RedisTopology
 from schemas.topics import TopicNames
 from tests.support.kafka_io import create_lanes, delete_lanes, request, send_requests
-from tests.support.stack import StackAddresses
 from tts_stream.gateway.admission import Admission, RequestRecord
 from tts_stream.gateway.backpressure import LaneLagWatch
 from tts_stream.ops.lag import LagReader
 
 
-def _admission(stack: StackAddresses) -> Any:
-    import redis.asyncio
-
-    return redis.asyncio.Redis.from_url(stack.redis_url)
-
-
-def test_rate_limits_are_shared_by_replicas_and_records_are_per_key(
-    stack: StackAddresses, redis_client: Any
-) -> None:
+def test_rate_limits_are_shared_by_replicas_and_records_are_per_key(redis_topology: RedisTopology) -> None:
     name = f"it-{uuid.uuid4().hex[:8]}"
 
     async def scenario() -> tuple[list[float | None], float | None, Any, Any]:
-        one, two = _admission(stack), _admission(stack)  # two replicas: two clients, one Redis
+        # Two replicas: two clients, one Redis (the gateway's own client for each deployment).
+        one, two = redis_topology.async_client(), redis_topology.async_client()
         try:
             a = Admission(one, record_ttl_s=60)
             b = Admission(two, record_ttl_s=60)
@@ -53,7 +47,7 @@ def test_rate_limits_are_shared_by_replicas_and_records_are_per_key(
     assert later is None
     assert own == RequestRecord(123, 456)
     assert other is None  # another key's view: nothing there
-    ttl = redis_client.ttl(f"tts:gw:{{{name}}}:req:req-1")
+    ttl = redis_topology.client().ttl(f"tts:gw:{{{name}}}:req:req-1")
     assert 0 < ttl <= 60
 
 

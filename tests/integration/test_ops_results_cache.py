@@ -1,4 +1,5 @@
-"""`results get` and `cache stats|purge` logic against the real Redis and broker.
+"""`results get` and `cache stats|purge` logic against the real Redis and broker: one Redis
+server, a Sentinel-managed master and a Redis Cluster (where a scan visits every master).
 
 Redis is shared with other suites and workers: every entry here carries a unique engine name or
 cache key, and nothing here purges by anything broader.
@@ -12,8 +13,10 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
+import pytest
 from confluent_kafka import Producer
 
+from consumer.adapters.redis_connect import RedisTopology
 from consumer.adapters.redis_store import CACHE_HITS_KEY, RedisResultIndex, lease_key, result_key
 from consumer.ports import CachedAudio
 from schemas.codec import result_codec
@@ -23,6 +26,12 @@ from tts_stream.ops.kafka_read import TopicReader
 from tts_stream.ops.results import lookup_index, scan_results
 
 CODEC = result_codec()
+
+
+@pytest.fixture
+def redis_client(redis_topology: RedisTopology) -> Any:
+    """The operator tools' client for each deployment (tts_stream/ops/settings.redis_client)."""
+    return redis_topology.client()
 
 
 def a_result(request_id: str) -> SynthesisResult:

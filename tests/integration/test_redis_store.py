@@ -1,4 +1,6 @@
-"""The Redis adapter of the result cache, single-flight leases and crash ledger, on real Redis."""
+"""The Redis adapter of the result cache, single-flight leases and crash ledger, on real Redis:
+one server, a Sentinel-managed master and a Redis Cluster, each started by scripts/stack.sh.
+On the cluster every key of a script shares its hash tag, so each script runs on one node."""
 
 from __future__ import annotations
 
@@ -7,14 +9,14 @@ from typing import Any
 
 import pytest
 
-from consumer.adapters.redis_store import CACHE_HITS_KEY, RedisStore
+from consumer.adapters.redis_connect import RedisTopology
+from consumer.adapters.redis_store import CACHE_HITS_KEY, RedisResultIndex, RedisStore
 from consumer.ports import Acquired, CachedAudio, HeldElsewhere, Hit
-from tests.support.stack import StackAddresses
 
 
 @pytest.fixture
-def store(stack: StackAddresses, redis_client: Any) -> RedisStore:
-    return RedisStore.from_url(stack.redis_url, password=None, group_id=f"g-{uuid.uuid4().hex[:8]}")
+def store(redis_topology: RedisTopology) -> RedisStore:
+    return RedisStore.from_topology(redis_topology, group_id=f"g-{uuid.uuid4().hex[:8]}")
 
 
 def _audio() -> CachedAudio:
@@ -54,12 +56,13 @@ def test_release_frees_a_lease_only_for_its_owner(store: RedisStore) -> None:
     assert isinstance(store.claim([key], "w2|1", 30_000)[key], Acquired)
 
 
-def test_lookup_counters_ride_on_the_next_claim(store: RedisStore, redis_client: Any) -> None:
-    before = int(redis_client.get(CACHE_HITS_KEY) or 0)
+def test_lookup_counters_ride_on_the_next_claim(store: RedisStore) -> None:
+    client: Any = store.client
+    before = int(client.get(CACHE_HITS_KEY) or 0)
     store.count_lookups(3, 1)
-    assert int(redis_client.get(CACHE_HITS_KEY) or 0) == before, "nothing is sent on its own"
+    assert int(client.get(CACHE_HITS_KEY) or 0) == before, "nothing is sent on its own"
     store.claim([uuid.uuid4().hex], "w1|1", 1000)
-    assert int(redis_client.get(CACHE_HITS_KEY) or 0) == before + 3
+    assert int(client.get(CACHE_HITS_KEY) or 0) == before + 3
 
 
 def test_crash_ledger_counts_what_was_in_the_engine_when_an_instance_died(store: RedisStore) -> None:
@@ -69,3 +72,40 @@ def test_crash_ledger_counts_what_was_in_the_engine_when_an_instance_died(store:
     assert store.begin("w1", ["t:0:1", "t:0:3"]) == {"t:0:1": 1}
     store.end("w1")
     assert store.recover("w1") == 0, "a finished batch leaves nothing behind"
+
+
+def test_a_batch_of_keys_spread_over_every_node_is_one_call(store: RedisStore) -> None:
+    """Two hundred cache keys land in slots of all three cluster masters: one pipeline still
+    answers each of them, the lookup counters riding along."""
+    keys = [uuid.uuid4().hex for _ in range(200)]
+    store.count_lookups(1, 1)
+    assert all(isinstance(c, Acquired) for c in store.claim(keys, "w1|1", 30_000).values())
+    store.complete_many([(k, _audio()) for k in keys[:100]], "w1|1", 60)
+    claims = store.claim(keys, "w2|1", 30_000)
+    assert sum(isinstance(c, Hit) for c in claims.values()) == 100
+    assert sum(isinstance(c, HeldElsewhere) for c in claims.values()) == 100
+    assert store.renew(keys, "w1|1", 30_000) == set(keys[100:])
+    store.release(keys, "w1|1")
+    assert all(isinstance(c, (Acquired, Hit)) for c in store.claim(keys, "w2|1", 30_000).values())
+
+
+def test_the_result_index_stores_and_finds_results_by_request_id(store: RedisStore) -> None:
+    index = RedisResultIndex(store.client)
+    ids = [uuid.uuid4().hex for _ in range(50)]
+    index.record([(rid, rid.encode()) for rid in ids], 60)
+    assert all(index.get(rid) == rid.encode() for rid in ids)
+    assert index.get(uuid.uuid4().hex) is None
+
+
+def test_scripts_a_node_forgot_are_loaded_again(store: RedisStore) -> None:
+    """A promoted replica or a restarted node starts without our scripts (SCRIPT FLUSH stands in
+    for it): a single server's pipeline reloads them itself, a cluster pipeline reported NOSCRIPT
+    for every key until the store learnt to load them on every primary."""
+    client: Any = store.client
+    client.script_flush()
+    key = uuid.uuid4().hex
+    assert isinstance(store.claim([key], "w1|1", 5000)[key], Acquired)
+    client.script_flush()
+    store.complete_many([(key, _audio())], "w1|1", 60)
+    client.script_flush()
+    assert isinstance(store.claim([key], "w2|1", 5000)[key], Hit)

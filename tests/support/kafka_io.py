@@ -70,7 +70,9 @@ class Lanes:
         return [self.requests, self.bulk, self.results, self.dlq]
 
 
-def create_lanes(kafka_config: dict[str, Any], partitions: int = 3) -> Lanes:
+def create_lanes(
+    kafka_config: dict[str, Any], partitions: int = 3, *, replication_factor: int = 1, min_insync: int = 1
+) -> Lanes:
     suffix = uuid.uuid4().hex[:10]
     lanes = Lanes(
         requests=f"req-{suffix}",
@@ -81,8 +83,10 @@ def create_lanes(kafka_config: dict[str, Any], partitions: int = 3) -> Lanes:
         partitions=partitions,
     )
     admin = AdminClient(kafka_config)
+    config = {"min.insync.replicas": str(min_insync)} if replication_factor > 1 else {}
     futures = admin.create_topics(
-        [NewTopic(t, partitions, 1) for t in lanes.all_topics], operation_timeout=30
+        [NewTopic(t, partitions, replication_factor, config=config) for t in lanes.all_topics],
+        operation_timeout=30,
     )
     for future in futures.values():
         future.result()

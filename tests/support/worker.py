@@ -32,27 +32,44 @@ class WorkerProcess:
         *,
         instance_id: str,
         args: tuple[str, ...] = (),
+        netns: str | None = None,
+        http_host: str = "127.0.0.1",
     ) -> None:
         self.instance_id = instance_id
         self.port = free_port()
+        self.http_host = http_host
         self.log_path = log_dir / f"worker-{instance_id}.log"
         self._env = {
             **os.environ,
             **stack.worker_env(),
             "TTS_INSTANCE_ID": instance_id,
             "TTS_HTTP_PORT": str(self.port),
-            "TTS_HTTP_HOST": "127.0.0.1",
+            "TTS_HTTP_HOST": http_host,
             "PYTHONUNBUFFERED": "1",
+            # Results in the registry-less framing the tests' readers decode, even when the shell
+            # exports the shared stack's registry URL; a test that wants the registry says so.
+            "TTS_SCHEMA_REGISTRY_URL": "",
             **env,
         }
         self._args = args
+        # A network namespace of the test's own (tests/chaos/netns.py) the process runs in.
+        self._prefix = ["ip", "netns", "exec", netns] if netns else []
         self._proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
     def start(self) -> WorkerProcess:
         log = self.log_path.open("ab")
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "tts_stream", "--log-format", "json", "worker", *self._args],
+            [
+                *self._prefix,
+                sys.executable,
+                "-m",
+                "tts_stream",
+                "--log-format",
+                "json",
+                "worker",
+                *self._args,
+            ],
             cwd=ROOT,
             env=self._env,
             stdout=log,
@@ -72,7 +89,7 @@ class WorkerProcess:
 
     def get(self, path: str) -> tuple[int, bytes]:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as response:
+            with urllib.request.urlopen(f"http://{self.http_host}:{self.port}{path}", timeout=5) as response:
                 return int(response.status), response.read()
         except urllib.error.HTTPError as exc:
             return int(exc.code), exc.read()

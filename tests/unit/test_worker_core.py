@@ -233,6 +233,9 @@ class FakeConsumer:
     def seek(self, tp: TopicPartition, offset: int) -> None:
         return None
 
+    def assignment(self) -> list[TopicPartition]:
+        return [TP]
+
     def lag(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         return dict.fromkeys(tps, 0)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from redis.asyncio import Redis, RedisCluster
 
 # KEYS[1] the key's rate timestamp; KEYS[2] the request record (or none).
 # ARGV[1] microseconds per request (1/rate); ARGV[2] burst tolerance in microseconds;
@@ -66,7 +66,7 @@ def _record_key(name: str, request_id: str) -> str:
 
 
 class Admission:
-    def __init__(self, client: Redis, *, record_ttl_s: int) -> None:
+    def __init__(self, client: Redis | RedisCluster, *, record_ttl_s: int) -> None:
         self._redis = client
         self._record_ttl_s = record_ttl_s
         self._admit: Any = client.register_script(_ADMIT)

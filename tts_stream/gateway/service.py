@@ -88,8 +88,7 @@ class Gateway:
     # ------------------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        import redis.asyncio
-
+        from consumer.adapters.redis_connect import redis_topology
         from consumer.adapters.s3 import S3ObjectStore
         from consumer.audio.prompt import PromptLimits
         from consumer.voices.registry import VoiceRegistry
@@ -106,10 +105,7 @@ class Gateway:
         self.correlator.start()
         self._acks = threading.Thread(target=self._serve_deliveries, name="gateway-acks", daemon=True)
         self._acks.start()
-        password = shared.redis_password.get_secret_value() if shared.redis_password else None
-        self.redis = redis.asyncio.Redis.from_url(
-            shared.redis_url.get_secret_value(), password=password, socket_timeout=2, socket_connect_timeout=2
-        )
+        self.redis = redis_topology(shared, socket_timeout=2, socket_connect_timeout=2).async_client()
         self.admission = Admission(self.redis, record_ttl_s=self.settings.request_record_ttl_s)
         self.store: S3ObjectStore = S3ObjectStore.from_settings(shared)
         self.registry: VoiceRegistry = VoiceRegistry(

@@ -15,7 +15,7 @@ import json
 import logging
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -135,8 +135,11 @@ def _wrap(what: str, exc: Exception) -> ServiceUnavailable:
 
 
 class CacheAdmin:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis | redis.RedisCluster) -> None:
         self._redis = client
+        # Entries live in every slot of a Redis Cluster, where one MGET may not span slots: the
+        # cluster client's non-atomic MGET asks each node for its share (a snapshot needs no more).
+        self._mget: Callable[[list[Any]], list[Any]] = getattr(client, "mget_nonatomic", client.mget)
 
     def _entries(self) -> Iterator[tuple[bytes, dict[str, Any] | None]]:
         """(redis key, decoded entry or None) for every cache entry, in SCAN batches."""
@@ -150,7 +153,7 @@ class CacheAdmin:
             yield from self._load(batch)
 
     def _load(self, keys: list[bytes]) -> Iterator[tuple[bytes, dict[str, Any] | None]]:
-        values = self._redis.mget(keys)
+        values = self._mget(keys)
         for key, raw in zip(keys, values, strict=True):
             if raw is None:  # expired between SCAN and MGET
                 continue
@@ -164,7 +167,7 @@ class CacheAdmin:
         import redis
 
         try:
-            hits, misses = self._redis.mget([CACHE_HITS_KEY, CACHE_MISSES_KEY])
+            hits, misses = self._mget([CACHE_HITS_KEY, CACHE_MISSES_KEY])
         except redis.RedisError as exc:
             raise _wrap("cache counters", exc) from exc
         return int(hits or 0), int(misses or 0)

@@ -42,16 +42,11 @@ def kafka_config(settings: WorkerSettings) -> dict[str, Any]:
     return {**settings.kafka.librdkafka_config(), "logger": logging.getLogger(LIBRDKAFKA_LOGGER)}
 
 
-def redis_client(settings: WorkerSettings, timeout_s: float = 5.0) -> redis.Redis:
-    import redis
+def redis_client(settings: WorkerSettings, timeout_s: float = 5.0) -> redis.Redis | redis.RedisCluster:
+    """Redis as the workers reach it: one server, a Sentinel master or a Redis Cluster."""
+    from consumer.adapters.redis_connect import redis_topology
 
-    password = settings.redis_password.get_secret_value() if settings.redis_password else None
-    return redis.Redis.from_url(
-        settings.redis_url.get_secret_value(),
-        password=password,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-    )
+    return redis_topology(settings, socket_timeout=timeout_s, socket_connect_timeout=timeout_s).client()
 
 
 def s3_client(settings: WorkerSettings, timeout_s: float = 10.0) -> S3Client:

@@ -165,6 +165,23 @@ Kafka (with SASL/TLS from existing Secrets), topic names and the consumer group.
 {{- else -}}
 - name: TTS_REDIS_URL
   value: {{ .Values.redis.url | quote }}
+{{- end }}
+{{- with .Values.redis.sentinels }}
+- name: TTS_REDIS_SENTINELS
+  value: {{ join "," . | quote }}
+- name: TTS_REDIS_SENTINEL_MASTER
+  value: {{ $.Values.redis.sentinelMaster | quote }}
+{{- end }}
+{{- with .Values.redis.sentinelPasswordSecret }}
+- name: TTS_REDIS_SENTINEL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $.Values.redis.sentinelPasswordKey }}
+{{- end }}
+{{- with .Values.redis.clusterNodes }}
+- name: TTS_REDIS_CLUSTER_NODES
+  value: {{ join "," . | quote }}
 {{- end -}}
 {{- end -}}
 

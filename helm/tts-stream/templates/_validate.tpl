@@ -26,6 +26,10 @@ to change. Included once, from the Deployment.
 {{- fail "redis: set redis.existingSecret (a Secret holding the Redis URL, recommended) or redis.url" -}}
 {{- end -}}
 
+{{- if and $v.redis.sentinels $v.redis.clusterNodes -}}
+{{- fail "redis: set redis.sentinels (Redis with Sentinel) or redis.clusterNodes (Redis Cluster), not both" -}}
+{{- end -}}
+
 {{- if $v.gateway.enabled -}}
 {{- if not $v.gateway.apiKeys.existingSecret -}}
 {{- fail "gateway.apiKeys.existingSecret is required with the gateway: a Secret whose key file lists API key hashes (tts-stream gateway new-key NAME prints a line)" -}}
