@@ -34,7 +34,7 @@ from consumer.errors import BrokerUnavailable, CacheUnavailable, ConfigurationEr
 from consumer.health import HealthServer, HealthState
 from consumer.metrics import Metrics
 from consumer.ports import AudioFinisher, ObjectStore, VoiceResolver
-from consumer.settings import CacheFailurePolicy, Guarantee, WorkerSettings
+from consumer.settings import Guarantee, WorkerSettings
 from schemas.codec import Framing, registry_client, request_codec, result_codec
 from schemas.model import SynthesisRequest, SynthesisResult
 from schemas.topics import Lane
@@ -107,6 +107,11 @@ class WorkerApp:
             redis_store = RedisStore.from_topology(topology, group_id=s.group_id)
             store = S3ObjectStore.from_settings(s)
             health = self._start_health(stack, redis_store, store)
+            # The Kafka clients before the model: init_transactions fences and aborts what a
+            # previous incarnation of this instance left open at once, not after a model load of
+            # minutes during which read_committed subscribers would wait on its transaction.
+            producer, consumer = self._kafka_clients(stack)
+            health.add_check("kafka", producer.ping)
             engine, model_version = self._load_engine(stack)
             self._recover_crash_record(redis_store)
             results = ResultFactory(
@@ -128,8 +133,6 @@ class WorkerApp:
                 ),
                 tracer=tracer,
             )
-            producer, consumer = self._kafka_clients(stack)
-            health.add_check("kafka", producer.ping)
             batch_limits = BatchLimits(
                 max_items=s.max_batch_items or engine.limits.max_items,
                 max_cost=s.max_batch_cost or engine.limits.max_cost,
@@ -187,13 +190,11 @@ class WorkerApp:
 
     def _start_health(self, stack: ExitStack, redis_store: RedisStore, store: ObjectStore) -> HealthState:
         s = self.settings
-        fail_open = s.cache_failure_policy is CacheFailurePolicy.FAIL_OPEN
         health = HealthState(
             self.metrics,
             liveness_stall_s=s.liveness_stall_s,
             pipeline_stall_s=s.liveness_pipeline_stall_s,
             checks={"redis": redis_store.ping, "s3": lambda: _storage_answers(store, s.s3_audio_bucket)},
-            optional=frozenset({"redis"}) if fail_open else frozenset(),
         )
         if s.http_port:
             # Up before the model loads: the startup probe must be answered during the load.

@@ -7,8 +7,11 @@
   pipeline has held work of its own for `liveness_pipeline_stall_s` with no stage moving any of
   it on (a hung engine or CUDA call, a deadlock between stages): the pod is restarted. Before
   the loop starts it is 200: the startup probe covers that period.
-* /readyz — 200 when started, the loop runs, and Kafka, Redis and S3 answered the last
-  background check. Redis down is "degraded" but still ready under the fail_open policy.
+* /readyz — 200 when started and the loop runs: the state of this pod only. The last background
+  check of Kafka, Redis and S3 is in the body and in `tts_dependency_up`, but a dependency down
+  never makes the pod unready: the worker pauses that work by itself, and an outage that made
+  every replica unready at once would let the PodDisruptionBudget block every drain and rollout
+  while helping nobody (no Service routes work to a worker).
 """
 
 from __future__ import annotations
@@ -41,7 +44,6 @@ class HealthState:
         liveness_stall_s: float,
         pipeline_stall_s: float | None = None,
         checks: dict[str, DependencyCheck] | None = None,
-        optional: frozenset[str] = frozenset(),
         check_interval_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -52,7 +54,6 @@ class HealthState:
         # When the pipeline last moved its work on, on our clock; None while it holds none.
         self._pipeline_moved_at: float | None = None
         self._checks = checks or {}
-        self._optional = optional
         self._interval_s = check_interval_s
         self._status: dict[str, bool] = dict.fromkeys(self._checks, False)
         self._started = False
@@ -108,6 +109,8 @@ class HealthState:
             (log.info if ok else log.warning)(
                 "dependency %s is %s", name, "reachable" if ok else "unreachable"
             )
+        for name, ok in results.items():
+            self._metrics.dependency_up.labels(dependency=name).set(1 if ok else 0)
         self._metrics.ready.set(1 if self.ready()[0] else 0)
 
     def start_checker(self) -> None:
@@ -143,15 +146,9 @@ class HealthState:
     def ready(self) -> tuple[bool, dict[str, Any]]:
         with self._lock:
             status = dict(self._status)
-        required_ok = all(ok for name, ok in status.items() if name not in self._optional)
-        ok = self._started and self._loop_running and required_ok
+        ok = self._started and self._loop_running
         detail: dict[str, Any] = {"started": self._started, "loop_running": self._loop_running}
-        detail.update(
-            {
-                name: ("ok" if up else ("degraded" if name in self._optional else "down"))
-                for name, up in status.items()
-            }
-        )
+        detail.update({name: "ok" if up else "down" for name, up in status.items()})
         return ok, detail
 
 

@@ -151,6 +151,13 @@ class Metrics:
             registry=r,
         )
         self.ready = Gauge(f"{p}_ready", "1 when the worker is ready to take work.", registry=r)
+        self.dependency_up = Gauge(
+            f"{p}_dependency_up",
+            "1 when the worker's last background check reached the dependency (kafka, redis, s3), "
+            "0 when it did not. Readiness does not depend on it: work pauses instead.",
+            ["dependency"],
+            registry=r,
+        )
         self.last_progress = Gauge(
             f"{p}_last_progress_timestamp_seconds",
             "When the poll loop last completed an iteration.",

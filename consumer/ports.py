@@ -203,6 +203,11 @@ class ConsumerPort(Protocol):
     def lag(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         """Messages between our position and the cached high watermark (no broker round trip)."""
 
+    def committed(self, tps: Sequence[TopicPartition], timeout_s: float) -> dict[TopicPartition, int]:
+        """The group's committed offset per partition, read as stable (a partition whose offset
+        an open transaction is still writing is waited for); partitions the group never
+        committed are absent. Raises BrokerUnavailable, also when `timeout_s` runs out."""
+
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Synchronous commit; raises BrokerUnavailable."""
 

@@ -262,6 +262,23 @@ class KafkaConsumerAdapter:
             out[TopicPartition(position.topic, position.partition)] = max(0, high - position.offset)
         return out
 
+    def committed(self, tps: Sequence[TopicPartition], timeout_s: float) -> dict[TopicPartition, int]:
+        if self._rejoin_at is not None:
+            raise BrokerUnavailable("kafka committed offsets: not in the group (joining again)")
+        try:
+            # Under read_committed librdkafka asks for stable offsets and retries while a
+            # transaction holds them, until the timeout.
+            answered = self._consumer.committed(_to_kafka(tps), timeout=timeout_s)
+        except KafkaException as exc:
+            raise _translate(exc, "committed offsets") from exc
+        out: dict[TopicPartition, int] = {}
+        for part in answered:
+            if part.error is not None:
+                raise BrokerUnavailable(f"kafka committed offsets: {part.error.str()}")
+            if part.offset >= 0:
+                out[TopicPartition(part.topic, part.partition)] = part.offset
+        return out
+
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         try:
             self._consumer.commit(

@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 
 DECODE_RETRY_S = 5.0
 LAG_REFRESH_S = 1.0
+# Reading a partition's committed offset when its first message arrives: how long one read may
+# block the loop, and how long the partition waits before the next try when it did not answer.
+START_CHECK_TIMEOUT_S = 2.0
+START_CHECK_RETRY_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +80,9 @@ class WorkerLoop:
         # Per partition, the highest offset taken since it was assigned: the consumer's position
         # only moves forward within an assignment unless we seek it back ourselves.
         self._taken_up_to: dict[TopicPartition, int] = {}
+        # Partitions whose first message of this assignment was checked against the group's
+        # committed offset (see _check_starts).
+        self._start_checked: set[TopicPartition] = set()
         # Set when the loop dies of an error: the rebalance callbacks that closing the consumer
         # runs must then only forget, never commit (a fenced or broken producer, a bug).
         self._failed = False
@@ -126,6 +133,7 @@ class WorkerLoop:
         retry: set[TopicPartition] = set()
         stale: set[TopicPartition] = set()
         fresh: list[Job] = []
+        retry |= self._check_starts(messages)
         for message in messages:
             tp = message.tp
             if tp in retry:
@@ -168,6 +176,45 @@ class WorkerLoop:
             )
         self._pipeline.submit(fresh)
         self._metrics.in_flight.set(self._tracker.in_flight)
+
+    def _check_starts(self, messages: list[InboundMessage]) -> set[TopicPartition]:
+        """Check where each newly assigned partition starts against the group's committed offset.
+
+        librdkafka fetches the committed offset when a partition is assigned. While the previous
+        owner's transaction is still open the broker answers UNSTABLE_OFFSET_COMMIT, and
+        librdkafka 2.x can then fall back to auto.offset.reset and hand out the partition from
+        its first offset: everything already answered would be answered again (seen when a dead
+        worker's replacement joined under a new name). So the first message of each assignment
+        is taken only once the committed offset is known; a start below it is treated like any
+        rewound position. A read that does not answer in time leaves the partition where it was
+        and holds it briefly. Returns the partitions to skip in this batch."""
+        firsts: dict[TopicPartition, int] = {}
+        for message in messages:
+            tp = message.tp
+            if tp not in self._start_checked and tp not in firsts and self._flow.owns(tp):
+                firsts[tp] = message.offset
+        if not firsts:
+            return set()
+        try:
+            committed = self._consumer.committed(sorted(firsts), START_CHECK_TIMEOUT_S)
+        except BrokerUnavailable as exc:
+            self._metrics.dependency_errors.labels(dependency="kafka").inc()
+            log.warning("committed offsets not read yet, holding the new partitions: %s", exc)
+            for tp, offset in firsts.items():
+                self._consumer.seek(tp, offset)
+                self._flow.hold(tp, START_CHECK_RETRY_S)
+            return set(firsts)
+        for tp, offset in firsts.items():
+            self._start_checked.add(tp)
+            start = committed.get(tp)
+            if start is not None and offset < start:
+                log.warning(
+                    "a new partition started below the group's committed offset",
+                    extra={"partition": f"{tp.topic}[{tp.partition}]", "offset": offset, "committed": start},
+                )
+                # Everything below the committed offset is answered: _take skips forward.
+                self._taken_up_to[tp] = max(self._taken_up_to.get(tp, -1), start - 1)
+        return set()
 
     def _rewound(self, tp: TopicPartition, offset: int, taken: int) -> None:
         """The consumer handed out an offset we already took in this assignment: its position went
@@ -303,6 +350,7 @@ class WorkerLoop:
         log.info("partitions assigned", extra={"partitions": [f"{tp.topic}[{tp.partition}]" for tp in tps]})
         for tp in tps:
             self._taken_up_to.pop(tp, None)  # consumption starts again from the committed offset
+            self._start_checked.discard(tp)
         self._flow.add(tps, self._config.lanes)
 
     def _on_revoke(self, tps: list[TopicPartition]) -> None:
@@ -324,6 +372,7 @@ class WorkerLoop:
             job.abandoned = True
         for tp in tps:
             self._taken_up_to.pop(tp, None)
+            self._start_checked.discard(tp)
         self._pipeline.drop_partitions(tps, include_started=True)
         self._flow.remove(tps)
         self._in_flight = self._count_by_lane()

@@ -2,12 +2,14 @@
 
 Kubernetes restarts pods at any time -- a node drain, an OOM kill -- and not only when every
 dependency is healthy. Under the default fail_open policy Redis is optional: a worker started
-without it answers requests without the cache. Storage is required: the worker starts, waits
-unready and answers everything once storage is back.
+without it answers requests without the cache. Storage is required: the worker starts, holds
+the requests (ready all along: readiness is the pod's own state, the outage shows in
+tts_dependency_up) and answers everything once storage is back.
 """
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -19,7 +21,7 @@ import pytest
 from schemas.model import ResultStatus
 from tests.chaos.private_stack import PrivateStack
 from tests.support.kafka_io import Lanes, ResultReader, request, send_requests
-from tests.support.worker import WorkerProcess
+from tests.support.worker import WorkerProcess, wait_until
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -50,7 +52,7 @@ def test_a_worker_started_while_redis_is_down_serves_without_the_cache(
     worker = _worker(healthy_stack, lanes, tmp_path, "no-redis")
     try:
         worker.start()
-        worker.wait_ready(90)  # redis is "degraded" under fail_open, not a reason to be unready
+        worker.wait_ready(90)  # readiness is the pod's own state: a dependency down is not a reason
         ids = send_requests(
             private_kafka_config, lanes.requests, [request(f"redis is down {run} {i}") for i in range(5)]
         )
@@ -61,7 +63,8 @@ def test_a_worker_started_while_redis_is_down_serves_without_the_cache(
         metrics = worker.metrics()
         assert metrics.get("tts_cache_fail_open_total", 0) >= 5, "the fail-open path was taken"
         status, body = worker.get("/readyz")
-        assert status == 200 and b"degraded" in body
+        assert status == 200 and json.loads(body)["redis"] == "down"
+        assert metrics['tts_dependency_up{dependency="redis"}'] == 0
         reader.close()
     finally:
         worker.stop(20)
@@ -91,8 +94,11 @@ def test_a_worker_started_while_storage_is_down_answers_once_it_is_back(
         assert _in_flight(worker) == 5, "the worker took the requests and holds them"
         reader = ResultReader(private_kafka_config, lanes.results)
         assert reader.poll_for(5) == {}, "nothing is answered while the audio cannot be stored"
+        wait_until(
+            lambda: worker.metrics().get('tts_dependency_up{dependency="s3"}') == 0, "the storage check", 30
+        )
         status, _ = worker.get("/readyz")
-        assert status == 503, "storage is required: unready while it is down"
+        assert status == 200, "the pod is fine: the work waits for storage, the pod stays ready"
         healthy_stack.start("s3")
         results = reader.poll_until(ids, timeout_s=60, settle_s=1)
         assert set(results) == set(ids)

@@ -248,6 +248,9 @@ class FakeConsumer:
     def resume(self, tps: Sequence[TopicPartition]) -> None:
         self.paused.difference_update(tps)
 
+    def committed(self, tps: Sequence[TopicPartition], timeout_s: float) -> dict[TopicPartition, int]:
+        return {}  # a group that never committed: every partition starts where it is handed out
+
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         self.commits.append(dict(offsets))
 
@@ -883,6 +886,30 @@ def test_livez_counts_a_pipeline_stall_from_when_work_arrived() -> None:
     assert not health.live()[0], "work held for longer than the bound with nothing moving"
     health.beat(PipelineProgress(busy=True, idle_s=0))
     assert health.live()[0], "a stage moved work on"
+
+
+def test_readiness_is_this_pods_state_and_dependencies_show_in_a_gauge() -> None:
+    """A dependency outage pauses work; it never makes the pod unready (every replica at once
+    would be, and the PodDisruptionBudget would then block every drain and rollout)."""
+    metrics, storage_up = Metrics(), [True]
+    health = HealthState(
+        metrics, liveness_stall_s=60, checks={"redis": lambda: False, "s3": lambda: storage_up[0]}
+    )
+    health.run_checks()
+    assert not health.ready()[0], "not started yet"
+    health.mark_started()
+    health.mark_loop_running(True)
+    storage_up[0] = False
+    health.run_checks()
+    ok, detail = health.ready()
+    assert ok and detail["redis"] == "down" and detail["s3"] == "down"
+    up = metrics.dependency_up
+    assert up.labels(dependency="redis")._value.get() == 0 and up.labels(dependency="s3")._value.get() == 0
+    storage_up[0] = True
+    health.run_checks()
+    assert up.labels(dependency="s3")._value.get() == 1 and health.ready()[1]["s3"] == "ok"
+    health.mark_loop_running(False)
+    assert not health.ready()[0], "a loop that stopped is this pod's own state"
 
 
 def test_work_waiting_on_another_worker_is_not_the_pipelines_own(

@@ -112,6 +112,9 @@ class ScriptedConsumer:
         self.seeks: list[tuple[TopicPartition, int]] = []
         self.assigned: list[TopicPartition] = []
         self.callbacks: tuple[AssignmentCallback, AssignmentCallback, AssignmentCallback] | None = None
+        # What each read of the committed offsets answers, in turn (an exception is raised);
+        # once used up, the group has committed nothing.
+        self.committed_answers: list[dict[TopicPartition, int] | Exception] = []
 
     def subscribe(
         self,
@@ -147,6 +150,12 @@ class ScriptedConsumer:
 
     def resume(self, tps: Sequence[TopicPartition]) -> None:
         return None
+
+    def committed(self, tps: Sequence[TopicPartition], timeout_s: float) -> dict[TopicPartition, int]:
+        answer = self.committed_answers.pop(0) if self.committed_answers else {}
+        if isinstance(answer, Exception):
+            raise answer
+        return {tp: offset for tp, offset in answer.items() if tp in tps}
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         return None
@@ -347,6 +356,31 @@ def test_a_position_that_goes_back_is_skipped_forward_not_answered_again() -> No
     _loop(consumer, producer).run()
     assert _answers(producer) == {b"r0": 1, b"r1": 1, b"r2": 1, b"r3": 1}
     assert consumer.seeks == [(TP, 3)], "the position is moved past what was already taken"
+
+
+def test_a_new_partition_handed_out_below_its_committed_offset_starts_at_the_committed_offset() -> None:
+    """librdkafka read the committed offset while the previous owner's transaction was open
+    (UNSTABLE_OFFSET_COMMIT), fell back to auto.offset.reset and handed out the partition from
+    offset 0: the replacement of a dead worker answered the partition's history again."""
+    consumer, producer = ScriptedConsumer([]), TransactionalProducer()
+    consumer.committed_answers = [{TP: 3}]
+    consumer.batches = [[_message(0), _message(1)], [_message(3), _message(4)]]
+    _loop(consumer, producer).run()
+    assert consumer.seeks == [(TP, 3)]
+    assert _answers(producer) == {b"r3": 1, b"r4": 1}
+
+
+def test_a_new_partition_waits_until_its_committed_offset_can_be_read() -> None:
+    consumer, producer = ScriptedConsumer([]), TransactionalProducer()
+    consumer.committed_answers = [BrokerUnavailable("committed offsets: Local: Timed out"), {TP: 1}]
+    consumer.batches = [
+        [_message(0), _message(1)],
+        [_message(0), _message(1), _message(2)],
+        [_message(1), _message(2)],
+    ]
+    _loop(consumer, producer).run()
+    assert consumer.seeks == [(TP, 0), (TP, 1)], "left where it was, then moved to the committed offset"
+    assert _answers(producer) == {b"r1": 1, b"r2": 1}
 
 
 def test_a_partition_assigned_again_starts_over_from_its_committed_offset() -> None:
