@@ -40,6 +40,7 @@ pytestmark = pytest.mark.timeout(420)
 # new-name replacement then takes the partitions while their committed offsets are unstable.
 # The classic protocol, because the consumer protocol's session timeout is the broker's (45 s).
 TRANSACTION_TIMEOUT_MS = 15_000
+MODEL_LOAD_S = 20
 WORKER_ENV = {
     "TTS_ENGINE": "null",
     "TTS_NULL_LATENCY_MS": "5",
@@ -138,8 +139,11 @@ def test_a_worker_killed_inside_a_transaction_is_replaced_without_duplicates(
     blocked = _kill_inside_a_transaction(first, admin, lanes)
     killed_at = time.monotonic()
     ids = feed.stop()
+    # The replacement's model loads for longer than the transaction timeout: only a fence made
+    # before the load beats the broker's own abort.
+    successor_env = {**WORKER_ENV, "TTS_NULL_LOAD_SECONDS": str(MODEL_LOAD_S)}
     successor = start_worker(
-        lanes, name if replacement == "same-name" else f"{name}-b", WORKER_ENV, ready=False
+        lanes, name if replacement == "same-name" else f"{name}-b", successor_env, ready=False
     )
     stall_s = _blocked_for(admin, lanes, blocked, killed_at)
     record_property("results_blocked_s", round(stall_s, 1))
