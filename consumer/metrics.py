@@ -129,6 +129,12 @@ class Metrics:
             ["dependency"],
             registry=r,
         )
+        self.dependency_up = Gauge(
+            f"{p}_dependency_up",
+            "1 when the worker's last check reached the dependency, 0 when it did not",
+            ["dependency"],
+            registry=r,
+        )
         self.position_rewinds = Counter(
             f"{p}_position_rewinds",
             "Times the consumer handed out an offset it had already taken in the same assignment "
