@@ -1,11 +1,13 @@
-"""`tts-stream models pull`: copy a model directory from object storage to a local volume.
+"""`tts-stream models pull`: copy a model directory from object storage to a local volume;
+`tts-stream models wait`: wait until such a copy is complete.
 
 The Helm chart's init container runs it before the worker starts, so GPU pods read weights from
 a volume and never download anything at run time. It is idempotent: files already present with
 the right size are kept, others are downloaded to `<name>.partial` and renamed into place only
 after their size checks out. When every file matches the listing it writes the marker
 `.tts-stream-model.json` (source, file sizes, time); a marker from another source or listing is
-removed first, so its presence always means "complete copy of exactly this".
+removed first, so its presence always means "complete copy of exactly this". `models wait`
+(the workers' init container when one Job fills a shared volume) waits for that marker.
 
 Exit codes: 0 complete, 1 the copy failed verification or the source is empty/unsafe, 2 bad
 usage or settings, 3 object storage unreachable.
@@ -163,6 +165,51 @@ def _marker_matches(marker: Path, uri: str, manifest: dict[str, int]) -> bool:
     return isinstance(body, dict) and body.get("source") == uri and body.get("files") == manifest
 
 
+class ModelWaitTimeout(Exception):
+    """The copy was not complete within the time allowed."""
+
+
+def complete_copy(directory: Path, source: str | None = None) -> dict[str, Any] | None:
+    """The marker's content when `directory` holds a complete copy (of `source`, when given):
+    the marker is there and every file it lists has its size. None otherwise."""
+    try:
+        body = json.loads((directory / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(body, dict) or not isinstance(body.get("files"), dict):
+        return None
+    if source is not None and body.get("source") != source:
+        return None
+    if any(_size(directory / path) != size for path, size in body["files"].items()):
+        return None
+    return body
+
+
+def wait_for_copy(
+    directory: Path,
+    *,
+    source: str | None = None,
+    timeout_s: float,
+    interval_s: float = 5.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """Poll until `directory` holds a complete copy; `timeout_s` 0 waits without limit."""
+    deadline = clock() + timeout_s
+    logged = False
+    while (body := complete_copy(directory, source)) is None:
+        if timeout_s and clock() >= deadline:
+            raise ModelWaitTimeout(
+                f"no complete model copy in {directory} after {timeout_s:g} s "
+                f"(waiting for {MARKER}{f' of {source}' if source else ''})"
+            )
+        if not logged:
+            log.info("waiting for the model copy", extra={"dir": str(directory), "source": source})
+            logged = True
+        sleep(min(interval_s, deadline - clock()) if timeout_s else interval_s)
+    return body
+
+
 class S3ModelSource:
     """boto3 directly: downloads stream to disk in parallel parts (model files are gigabytes,
     and the ObjectStore port reads whole objects into memory)."""
@@ -240,6 +287,34 @@ def pull(source: str, destination: Path) -> None:
         f"{len(report.downloaded)} files downloaded ({report.bytes_downloaded} bytes), "
         f"{len(report.kept)} already present; complete: {report.marker}"
     )
+
+
+@models.command("wait")
+@click.option(
+    "--dir",
+    "directory",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The model volume `models pull` fills (its --dest).",
+)
+@click.option("--source", default=None, help="Only accept a copy of this s3://bucket/prefix.")
+@click.option(
+    "--timeout-s",
+    type=click.FloatRange(min=0),
+    default=0,
+    show_default=True,
+    help="Give up (exit 1) after this many seconds; 0 waits without limit.",
+)
+def wait(directory: Path, source: str | None, timeout_s: float) -> None:
+    """Wait until DIR holds a complete copy: the marker `models pull` writes last, after every
+    file is in place, and every file it lists with its size. Reads only; needs no settings.
+    The Helm chart's workers run it when one Job fills a shared volume for all of them."""
+    try:
+        body = wait_for_copy(directory, source=source, timeout_s=timeout_s)
+    except ModelWaitTimeout as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    click.echo(f"complete: {len(body['files'])} files from {body.get('source')} in {directory}")
 
 
 @models.command("make-test-model")

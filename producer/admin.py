@@ -154,6 +154,7 @@ def _describe_configs(admin: AdminClient, names: list[str], timeout_s: float) ->
 class PartitionInitState(enum.StrEnum):
     INITIALISED = "initialised"  # had no committed offset; now the log end
     KEPT = "kept"  # already had a committed offset: left alone
+    GROUP_COMMITTED = "group-committed"  # no offset here, but the group has some: left alone
     GROUP_ACTIVE = "group-active"  # the group has members; they own the offsets
 
 
@@ -170,19 +171,24 @@ class PartitionInit:
             return f"{where}: committed the log end, offset {self.offset}"
         if self.state is PartitionInitState.KEPT:
             return f"{where}: already committed at offset {self.offset}; left alone"
+        if self.state is PartitionInitState.GROUP_COMMITTED:
+            return f"{where}: no committed offset, but the group has others; left alone"
         return f"{where}: the group has active members; they own its offsets"
 
 
 def init_group_offsets(
     admin_config: dict[str, Any], group: str, topics: Sequence[str], *, timeout_s: float = 30.0
 ) -> list[PartitionInit]:
-    """Commit the log-end offset for every partition of `topics` that `group` has no committed
-    offset for; leave the others alone. Idempotent.
+    """Commit the log-end offset for every partition of `topics`, but only for a group that has
+    no committed offset at all (on any topic); a group with any is left untouched. Idempotent.
 
     Why: a consumer group that has never committed reports no lag, so KEDA (which scales on lag)
     would not start a worker for the first messages. With a committed offset at the log end,
     every message produced afterwards is lag from the start. The end used is the last stable
     offset (read_committed), so a transaction still open at this moment is not skipped.
+    Why only a new group: in a group that already consumed, a partition without an offset is one
+    added later or not reached yet, and its records are real work that the workers' reset policy
+    will pick up; committing its end would skip them silently.
     """
     admin = AdminClient(admin_config)
     try:
@@ -203,20 +209,27 @@ def init_group_offsets(
             [ConsumerGroupTopicPartitions(group, partitions)], request_timeout=timeout_s
         )[group]
         committed = {(tp.topic, tp.partition): tp.offset for tp in committed_future.result().topic_partitions}
+        # No partitions given: every offset the group holds, on any topic.
+        everything = admin.list_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions(group)], request_timeout=timeout_s
+        )[group].result()
+        group_committed = any(tp.offset >= 0 for tp in everything.topic_partitions or [])
     except KafkaException as exc:
         raise TopicAdminError(f"cannot read the offsets of group {group}: {exc.args[0].str()}") from exc
 
     reports: list[PartitionInit] = []
     to_commit: list[TopicPartition] = []
-    uncommitted = [tp for tp in partitions if committed.get((tp.topic, tp.partition), -1) < 0]
-    ends = _last_stable_offsets(admin, uncommitted, timeout_s)
     active = state not in (ConsumerGroupState.EMPTY, ConsumerGroupState.DEAD, ConsumerGroupState.UNKNOWN)
+    fresh = not group_committed and not active
+    ends = _last_stable_offsets(admin, partitions, timeout_s) if fresh else {}
     for tp in partitions:
         offset = committed.get((tp.topic, tp.partition), -1)
         if offset >= 0:
             reports.append(PartitionInit(tp.topic, tp.partition, PartitionInitState.KEPT, offset))
         elif active:
             reports.append(PartitionInit(tp.topic, tp.partition, PartitionInitState.GROUP_ACTIVE, None))
+        elif group_committed:
+            reports.append(PartitionInit(tp.topic, tp.partition, PartitionInitState.GROUP_COMMITTED, None))
         else:
             end = ends[(tp.topic, tp.partition)]
             to_commit.append(TopicPartition(tp.topic, tp.partition, end))

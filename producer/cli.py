@@ -103,11 +103,13 @@ def ensure(
     help="Overrides TTS_KAFKA_BOOTSTRAP_SERVERS.",
 )
 def init_group(group: str, topic_names: tuple[str, ...], bootstrap_servers: str | None) -> None:
-    """Commit the log end for partitions GROUP has no committed offset for.
+    """Commit the log end of every partition, for a GROUP that has never committed anything.
 
     A consumer group that never committed shows no lag, so KEDA would not scale workers up for
-    the first messages; the Helm chart runs this as a hook. Partitions with a committed offset
-    are left alone, and so is a group with active members. Safe to run any number of times.
+    the first messages; the Helm chart runs this as a hook when topics.job.initGroupOffsets is
+    set. Requests already in the topics are skipped, which is why it acts only on a new group:
+    a group with any committed offset (on any topic) is left untouched, and so is a group with
+    active members. Safe to run any number of times.
 
     Exits 1 when a topic does not exist, 3 when Kafka cannot be reached.
     """
@@ -125,6 +127,8 @@ def init_group(group: str, topic_names: tuple[str, ...], bootstrap_servers: str 
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_SERVICE_UNAVAILABLE)
     for report in reports:
-        click.echo(f"{report.state.value:12} {report.describe()}")
+        click.echo(f"{report.state.value:15} {report.describe()}")
     initialised = sum(r.state is PartitionInitState.INITIALISED for r in reports)
+    if initialised == 0 and any(r.state is not PartitionInitState.GROUP_ACTIVE for r in reports):
+        click.echo(f"group {group} already has committed offsets: left untouched")
     click.echo(f"group {group}: {initialised} of {len(reports)} partition(s) initialised")

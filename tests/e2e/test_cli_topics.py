@@ -1,5 +1,5 @@
 """`tts-stream topics init-group` as the Helm hook runs it: the lag KEDA reads is real from the
-first message, and running it again changes nothing."""
+first message, running it again changes nothing, and a group that ever committed is untouched."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import subprocess
 import sys
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from producer.subscriber import watermarks
 from tests.support.kafka_io import Lanes, committed_offsets
@@ -62,7 +63,36 @@ def test_init_group_makes_the_first_requests_count_as_lag(
     again = _cli(env, "init-group", "--group", lanes.group)
     assert again.returncode == 0, again.stderr
     assert f"group {lanes.group}: 0 of 6 partition(s) initialised" in again.stdout
+    assert f"group {lanes.group} already has committed offsets: left untouched" in again.stdout
     assert _lag(kafka_config, lanes.group, lanes.requests, lanes.partitions) == 5
+
+
+def test_a_group_with_any_committed_offset_is_left_untouched(
+    kafka_config: dict[str, Any], stack: StackAddresses, lanes: Lanes
+) -> None:
+    """Partitions without an offset in a group that consumed before (added later, or never
+    reached) hold real work: committing their end would skip it, so nothing is committed."""
+    env = {**os.environ, **lanes.env(), "TTS_KAFKA_BOOTSTRAP_SERVERS": stack.kafka_bootstrap}
+    producer = Producer(kafka_config)
+    for partition in range(lanes.partitions):
+        for i in range(2):
+            producer.produce(lanes.requests, f"backlog {i}".encode(), partition=partition)
+            producer.produce(lanes.bulk, f"backlog {i}".encode(), partition=partition)
+    producer.flush(30)
+    # The group consumed only the results topic so far: one offset, on another topic.
+    admin = AdminClient(kafka_config)
+    admin.alter_consumer_group_offsets(
+        [ConsumerGroupTopicPartitions(lanes.group, [TopicPartition(lanes.results, 0, 0)])]
+    )[lanes.group].result()
+
+    result = _cli(env, "init-group", "--group", lanes.group)
+    assert result.returncode == 0, result.stderr
+    assert f"group {lanes.group} already has committed offsets: left untouched" in result.stdout
+    assert f"group {lanes.group}: 0 of 6 partition(s) initialised" in result.stdout
+    assert f"{lanes.requests}[1]: no committed offset, but the group has others; left alone" in result.stdout
+    for topic in (lanes.requests, lanes.bulk):
+        committed = committed_offsets(kafka_config, lanes.group, topic, lanes.partitions)
+        assert all(offset < 0 for offset in committed.values()), f"{topic}: {committed}"
 
 
 def test_init_group_on_chosen_topics_and_a_missing_one(

@@ -108,12 +108,13 @@ class Rendered:
         return found[0]
 
     @property
-    def deployment(self) -> dict[str, Any]:
-        return self.component("Deployment", "worker")
+    def statefulset(self) -> dict[str, Any]:
+        """The workers' StatefulSet (stable pod names: docs/deploy.md "Worker identities")."""
+        return self.component("StatefulSet", "worker")
 
     @property
     def worker(self) -> dict[str, Any]:
-        containers = self.deployment["spec"]["template"]["spec"]["containers"]
+        containers = self.statefulset["spec"]["template"]["spec"]["containers"]
         return next(c for c in containers if c["name"] == "worker")
 
     def worker_env(self) -> dict[str, Any]:

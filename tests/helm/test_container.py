@@ -8,9 +8,13 @@ no image is built here (see docs/deploy.md, "What was exercised").
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import re
 import subprocess
+import sys
+import textwrap
+import tomllib
 from typing import Any
 
 import pytest
@@ -142,3 +146,60 @@ def test_gpu_image_builds_on_cuda_and_bakes_in_no_model() -> None:
     ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
     for pattern in ("models", "**/*.safetensors", "**/*.pt", ".infra", ".venv", ".git"):
         assert pattern in ignored
+
+
+def test_the_topics_commands_need_only_what_the_gateway_image_installs() -> None:
+    """The chart's topics Job runs the gateway image: every distribution `tts-stream topics`
+    imports must be a base dependency or in the `[gateway]` extra (torch is in neither)."""
+    program = textwrap.dedent(
+        """
+        import json, sys
+        from click.testing import CliRunner
+        from tts_stream.cli import main
+        for args in (["topics", "ensure", "--help"], ["topics", "init-group", "--help"]):
+            result = CliRunner().invoke(main, args)
+            assert result.exit_code == 0, result.output
+        print(json.dumps(sorted({m.split(".")[0] for m in sys.modules})))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", program], cwd=ROOT, capture_output=True, text=True, check=True, timeout=120
+    )
+    top_level = set(json.loads(out.stdout.strip().splitlines()[-1]))
+    owners = importlib.metadata.packages_distributions()
+    loaded = {canonical(dist) for module in top_level for dist in owners.get(module, [])}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    allowed = {canonical(requirement_name(r)) for r in project["dependencies"]}
+    allowed |= {canonical(requirement_name(r)) for r in project["optional-dependencies"]["gateway"]}
+    # what those pull in is installed with them; the image's own distribution is the project
+    needed = loaded - {canonical(project["name"])}
+    direct = needed & allowed
+    assert "torch" not in needed
+    assert {"confluent-kafka", "click", "pydantic-settings"} <= direct
+    for dist in needed - allowed:
+        assert any(dist in transitive_requirements(a) for a in direct), f"{dist} comes with no allowed dep"
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def requirement_name(requirement: str) -> str:
+    match = re.match(r"[A-Za-z0-9_.-]+", requirement)
+    assert match, requirement
+    return match.group(0)
+
+
+def transitive_requirements(dist: str, seen: set[str] | None = None) -> set[str]:
+    seen = set() if seen is None else seen
+    # Extras included: the base dependency is `confluent-kafka[schemaregistry]`.
+    try:
+        requirements = importlib.metadata.requires(dist) or []
+    except importlib.metadata.PackageNotFoundError:  # an optional one, not installed here
+        return seen
+    for requirement in requirements:
+        name = canonical(requirement_name(requirement))
+        if name not in seen:
+            seen.add(name)
+            transitive_requirements(name, seen)
+    return seen

@@ -29,6 +29,7 @@ REQUIRED_ALERTS = {
     "TTSStreamErrorRatioHigh",
     "TTSStreamDeadLetters",
     "TTSStreamCacheDown",
+    "TTSStreamDependencyDown",
     "TTSStreamPodsNotReady",
 }
 

@@ -19,6 +19,7 @@ import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
+from producer.admin import init_group_offsets
 from tests.helm.chart import load_values, render
 from tts_stream.ops.keda import (
     KafkaTrigger,
@@ -57,6 +58,7 @@ class Lanes:
             "kafka.bootstrapServers": kafka_config["bootstrap.servers"],
             "kafka.groupId": self.group,
             "redis.url": "redis://127.0.0.1:6390/0",
+            "model.persistence.existingClaim": "tts-models",
             "topics.requests": self.interactive,
             "topics.bulk": self.bulk,
             "topics.partitions": PARTITIONS,
@@ -117,13 +119,8 @@ class Lanes:
         retrying(write)
 
     def init_group(self) -> None:
-        """What `tts-stream topics init-group` does: commit the log end where nothing is committed."""
-        for topic in (self.interactive, self.bulk):
-            committed = self.committed_offsets(topic)
-            log_end = self.log_end_offsets(topic)
-            missing = {p: log_end[p] for p, offset in committed.items() if offset is None}
-            if missing:
-                self.commit(topic, missing)
+        """`tts-stream topics init-group` itself: the log end, for a group that never committed."""
+        init_group_offsets(self.kafka_config, self.group, [self.interactive, self.bulk])
 
     def decide(self, current: int | None = None) -> ScaleDecision:
         readings = []
@@ -174,7 +171,13 @@ def test_never_committed_group_with_waiting_requests_wakes_up(lanes: Callable[..
 
 def test_latest_policy_without_initialised_offsets_never_scales_to_zero(lanes: Callable[..., Lanes]) -> None:
     """Why the hook Job runs init-group: with `latest`, every uncommitted partition reports lag 1."""
-    chart = lanes(**{"autoscaling.minReplicas": 0, "kafka.offsetResetPolicy": "latest"})
+    chart = lanes(
+        **{
+            "autoscaling.minReplicas": 0,
+            "kafka.offsetResetPolicy": "latest",
+            "topics.job.initGroupOffsets": True,
+        }
+    )
     decision = chart.decide()
     assert decision.active, "an idle, never-committed group keeps one GPU pod up"
     assert decision.replicas == 1

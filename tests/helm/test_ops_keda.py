@@ -26,6 +26,7 @@ def test_defaults_are_the_charts() -> None:
             "autoscaling.keda.lanes.interactive.lagThreshold": 7,
             "autoscaling.keda.lanes.bulk.activationLagThreshold": 3,
             "kafka.offsetResetPolicy": "latest",
+            "topics.job.initGroupOffsets": True,
         },
     ],
 )
@@ -33,6 +34,7 @@ def test_triggers_match_the_rendered_scaled_object(overrides: dict[str, Any]) ->
     values: dict[str, Any] = {
         "kafka.bootstrapServers": "kafka:9092",
         "redis.url": "redis://redis:6379/0",
+        "model.persistence.existingClaim": "tts-models",
         **overrides,
     }
     scaled_object = render(values=values).one("ScaledObject")

@@ -12,7 +12,11 @@ from consumer.settings import WorkerSettings
 from tests.helm.chart import RenderError, render, render_scenario
 from tests.helm.test_worker_env import resolve
 
-BASE = {"kafka.bootstrapServers": "kafka:9092", "redis.existingSecret": "tts-redis"}
+BASE = {
+    "kafka.bootstrapServers": "kafka:9092",
+    "redis.existingSecret": "tts-redis",
+    "model.persistence.existingClaim": "tts-models",
+}
 GATEWAY = {
     "gateway.enabled": True,
     "gateway.apiKeys.existingSecret": "tts-gateway-keys",

@@ -36,7 +36,7 @@ def test_helm_lint_strict(scenario: str) -> None:
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_every_rendered_object_is_valid(scenario: str) -> None:
     rendered = render_scenario(scenario)
-    assert "Deployment" in rendered.kinds()
+    assert "StatefulSet" in rendered.kinds()
     problems = {
         f"{obj['kind']}/{obj['metadata']['name']}": errors
         for obj in rendered.objects
@@ -48,6 +48,7 @@ def test_every_rendered_object_is_valid(scenario: str) -> None:
 def test_scenarios_cover_every_kind_the_chart_can_render() -> None:
     kinds = set().union(*(render_scenario(s).kinds() for s in SCENARIOS))
     assert kinds == {
+        "StatefulSet",
         "Deployment",
         "ScaledObject",
         "TriggerAuthentication",
@@ -87,7 +88,7 @@ def test_validators_reject_unknown_fields_and_wrong_types() -> None:
     del auth["spec"]["secretTargetRef"][0]["key"]
     assert any("'key' is a required property" in p for p in validate(auth))
 
-    deployment = copy.deepcopy(rendered.deployment)
+    deployment = copy.deepcopy(rendered.statefulset)
     deployment["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {}
     assert validate(deployment) != []
 

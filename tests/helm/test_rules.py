@@ -15,7 +15,11 @@ from consumer.metrics import Metrics
 from tests.helm.chart import SCENARIOS, Rendered, RenderError, load_values, render, render_scenario
 
 KEDA_OR_HPA = [s for s in SCENARIOS if s != "fixed-replicas"]
-BASE = {"kafka.bootstrapServers": "kafka:9092", "redis.url": "redis://redis:6379/0"}
+BASE = {
+    "kafka.bootstrapServers": "kafka:9092",
+    "redis.url": "redis://redis:6379/0",
+    "model.persistence.existingClaim": "tts-models",
+}
 
 
 def containers_of(pod_spec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -24,12 +28,14 @@ def containers_of(pod_spec: dict[str, Any]) -> list[dict[str, Any]]:
 
 def pod_specs(rendered: Rendered) -> list[dict[str, Any]]:
     return [
-        obj["spec"]["template"]["spec"] for obj in rendered.objects if obj["kind"] in {"Deployment", "Job"}
+        obj["spec"]["template"]["spec"]
+        for obj in rendered.objects
+        if obj["kind"] in {"StatefulSet", "Deployment", "Job"}
     ]
 
 
 def topic_partitions(rendered: Rendered, scenario_partitions: int | None = None) -> int:
-    job = rendered.one("Job")
+    job = rendered.component("Job", "topics")
     args = job["spec"]["template"]["spec"].get(
         "initContainers", job["spec"]["template"]["spec"]["containers"]
     )[0]["args"]
@@ -42,13 +48,13 @@ def topic_partitions(rendered: Rendered, scenario_partitions: int | None = None)
 @pytest.mark.parametrize("scenario", KEDA_OR_HPA)
 def test_no_replicas_field_when_an_autoscaler_owns_the_count(scenario: str) -> None:
     rendered = render_scenario(scenario)
-    assert "replicas" not in rendered.deployment["spec"]
+    assert "replicas" not in rendered.statefulset["spec"]
     assert len(rendered.all("ScaledObject")) + len(rendered.of("HorizontalPodAutoscaler", "worker")) == 1
 
 
 def test_fixed_replicas_without_autoscaling() -> None:
     rendered = render_scenario("fixed-replicas")
-    assert rendered.deployment["spec"]["replicas"] == 3
+    assert rendered.statefulset["spec"]["replicas"] == 3
     assert not rendered.all("ScaledObject")
     assert not rendered.all("HorizontalPodAutoscaler")
 
@@ -105,7 +111,7 @@ def test_probe_and_scrape_paths_exist_on_the_worker_http_server() -> None:
         rendered.worker[p]["httpGet"]["path"] for p in ("startupProbe", "readinessProbe", "livenessProbe")
     ]
     paths.append(rendered.one("ServiceMonitor")["spec"]["endpoints"][0]["path"])
-    paths.append(rendered.deployment["spec"]["template"]["metadata"]["annotations"]["prometheus.io/path"])
+    paths.append(rendered.statefulset["spec"]["template"]["metadata"]["annotations"]["prometheus.io/path"])
     metrics = Metrics()
     server = HealthServer(HealthState(metrics, liveness_stall_s=60), metrics, "127.0.0.1", 0)
     server.start()
@@ -127,7 +133,7 @@ def test_probe_and_scrape_paths_exist_on_the_worker_http_server() -> None:
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_grace_period_covers_the_drain(scenario: str) -> None:
     rendered = render_scenario(scenario)
-    pod = rendered.deployment["spec"]["template"]["spec"]
+    pod = rendered.statefulset["spec"]["template"]["spec"]
     drain = float(rendered.worker_env()["TTS_DRAIN_TIMEOUT_S"])
     assert pod["terminationGracePeriodSeconds"] >= math.ceil(drain) + 10
 
@@ -146,8 +152,8 @@ def test_render_fails_when_the_grace_period_is_shorter_than_the_drain() -> None:
 def test_every_pod_runs_restricted(scenario: str) -> None:
     rendered = render_scenario(scenario)
     specs = pod_specs(rendered)
-    # The workers and the topics Job, and the gateway where it is enabled.
-    assert len(specs) == 2 + len(rendered.of("Deployment", "gateway"))
+    # The workers and the topics Job, the model Job and the gateway where they are rendered.
+    assert len(specs) == 2 + len(rendered.of("Deployment", "gateway")) + len(rendered.of("Job", "models"))
     for spec in specs:
         assert spec["securityContext"]["runAsNonRoot"] is True
         assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -173,7 +179,7 @@ def test_one_consumer_group_and_one_set_of_topics_everywhere(scenario: str) -> N
     rendered = render_scenario(scenario)
     env = rendered.worker_env()
     group = env["TTS_GROUP_ID"]
-    job_pod = rendered.one("Job")["spec"]["template"]["spec"]
+    job_pod = rendered.component("Job", "topics")["spec"]["template"]["spec"]
     init_group = [c for c in containers_of(job_pod) if c["args"][:2] == ["topics", "init-group"]]
     for container in init_group:
         args = container["args"]
@@ -295,37 +301,67 @@ def test_default_pod_gets_a_gpu_and_a_read_only_model() -> None:
     assert resources["requests"]["nvidia.com/gpu"] == 1
     mounts = {m["name"]: m for m in rendered.worker["volumeMounts"]}
     assert mounts["models"]["readOnly"] is True
-    volumes = {v["name"]: v for v in rendered.deployment["spec"]["template"]["spec"]["volumes"]}
+    volumes = {v["name"]: v for v in rendered.statefulset["spec"]["template"]["spec"]["volumes"]}
     claim = volumes["models"]["persistentVolumeClaim"]
     assert claim["readOnly"] is True
     pvc = rendered.one("PersistentVolumeClaim")
     assert pvc["metadata"]["name"] == claim["claimName"]
     assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     assert rendered.worker_env()["TTS_MODEL_DIR"] == "/models"
-    tolerations = rendered.deployment["spec"]["template"]["spec"]["tolerations"]
+    tolerations = rendered.statefulset["spec"]["template"]["spec"]["tolerations"]
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in tolerations
 
 
-def test_model_pull_fills_the_volume_before_the_worker_reads_it() -> None:
+def test_a_shared_claim_is_filled_once_by_a_job_and_the_workers_only_wait() -> None:
     rendered = render_scenario("production-keda")
-    spec = rendered.deployment["spec"]["template"]["spec"]
-    (pull,) = spec["initContainers"]
-    assert pull["args"] == [
-        "models",
-        "pull",
-        "--source",
-        "s3://tts-models-prod/cosyvoice2/CosyVoice2-0.5B",
-        "--dest",
-        "/models",
-    ]
-    assert {m["name"]: m.get("readOnly", False) for m in pull["volumeMounts"]}["models"] is False
+    spec = rendered.statefulset["spec"]["template"]["spec"]
+    source = "s3://tts-models-prod/cosyvoice2/CosyVoice2-0.5B"
+    (wait,) = spec["initContainers"]
+    assert wait["args"] == ["models", "wait", "--dir", "/models", "--source", source, "--timeout-s", "3600"]
+    assert {m["name"]: m.get("readOnly") for m in wait["volumeMounts"]}["models"] is True
+    assert not any(e["name"].startswith("TTS_S3_") for e in wait["env"]), "waiting reads no bucket"
     assert {m["name"]: m.get("readOnly") for m in rendered.worker["volumeMounts"]}["models"] is True
+    claim = {v["name"]: v for v in spec["volumes"]}["models"]["persistentVolumeClaim"]
+    assert claim == {"claimName": "tts-models-cosyvoice2", "readOnly": True}
     assert rendered.worker_env()["TTS_MODEL_DIR"] == "/models/CosyVoice2-0.5B"
     assert not rendered.all("PersistentVolumeClaim"), "an existing claim is used, none created"
-    assert {v["name"]: v for v in spec["volumes"]}["models"]["persistentVolumeClaim"]["claimName"] == (
-        "tts-models-cosyvoice2"
+
+    job = rendered.component("Job", "models")
+    annotations = job["metadata"]["annotations"]
+    # Jobs are immutable, so it is a hook; post-install because a created claim exists only then.
+    assert annotations["helm.sh/hook"] == "post-install,pre-upgrade"
+    assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation"
+    assert int(annotations["helm.sh/hook-weight"]) > int(
+        rendered.component("Job", "topics")["metadata"]["annotations"]["helm.sh/hook-weight"]
     )
-    assert "TTS_S3_ACCESS_KEY_ID" not in rendered.worker_env(), "pod identity: no static keys"
+    assert job["spec"]["activeDeadlineSeconds"] == 3600
+    pod = job["spec"]["template"]["spec"]
+    (pull,) = pod["containers"]
+    assert pull["args"] == ["models", "pull", "--source", source, "--dest", "/models"]
+    assert pull["image"] == rendered.worker["image"]
+    assert {m["name"]: m.get("readOnly", False) for m in pull["volumeMounts"]}["models"] is False
+    assert {v["name"]: v for v in pod["volumes"]}["models"]["persistentVolumeClaim"] == {
+        "claimName": "tts-models-cosyvoice2"
+    }
+    assert pod["serviceAccountName"] == spec["serviceAccountName"], "S3 through the same pod identity"
+    assert job["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "models"
+
+
+def test_without_persistence_each_pod_pulls_into_its_own_empty_dir() -> None:
+    rendered = render(
+        values={
+            **BASE,
+            "model.persistence.enabled": False,
+            "model.pull.enabled": True,
+            "model.pull.source": "s3://models/cv2",
+        }
+    )
+    spec = rendered.statefulset["spec"]["template"]["spec"]
+    (pull,) = spec["initContainers"]
+    assert pull["args"] == ["models", "pull", "--source", "s3://models/cv2", "--dest", "/models"]
+    assert {m["name"]: m.get("readOnly", False) for m in pull["volumeMounts"]}["models"] is False
+    assert "emptyDir" in {v["name"]: v for v in spec["volumes"]}["models"]
+    assert not rendered.of("Job", "models"), "nothing shared to fill once"
 
 
 def test_cpu_workers_request_no_gpu_and_mount_no_model() -> None:
@@ -339,13 +375,13 @@ def test_cpu_workers_request_no_gpu_and_mount_no_model() -> None:
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_selectors_are_minimal_and_consistent(scenario: str) -> None:
     rendered = render_scenario(scenario)
-    selector = rendered.deployment["spec"]["selector"]["matchLabels"]
+    selector = rendered.statefulset["spec"]["selector"]["matchLabels"]
     assert selector == {
         "app.kubernetes.io/name": "tts-stream",
         "app.kubernetes.io/instance": "tts",
         "app.kubernetes.io/component": "worker",
     }
-    template_labels = rendered.deployment["spec"]["template"]["metadata"]["labels"]
+    template_labels = rendered.statefulset["spec"]["template"]["metadata"]["labels"]
     assert selector.items() <= template_labels.items()
     for pdb in rendered.of("PodDisruptionBudget", "worker"):
         assert pdb["spec"]["selector"]["matchLabels"] == selector
@@ -353,22 +389,43 @@ def test_selectors_are_minimal_and_consistent(scenario: str) -> None:
         assert service["spec"]["selector"] == selector
     for policy in rendered.of("NetworkPolicy", "worker"):
         assert policy["spec"]["podSelector"]["matchLabels"] == selector
-    job_labels = rendered.one("Job")["spec"]["template"]["metadata"]["labels"]
+    job_labels = rendered.component("Job", "topics")["spec"]["template"]["metadata"]["labels"]
     assert job_labels["app.kubernetes.io/component"] == "topics", "the Job is no worker for PDB/NetworkPolicy"
-    for constraint in rendered.deployment["spec"]["template"]["spec"].get("topologySpreadConstraints", []):
+    for constraint in rendered.statefulset["spec"]["template"]["spec"].get("topologySpreadConstraints", []):
         assert constraint["labelSelector"]["matchLabels"] == selector
 
 
 def test_topics_job_runs_before_install_and_upgrade() -> None:
-    job = render_scenario("minimal").one("Job")
+    job = render_scenario("minimal").component("Job", "topics")
     annotations = job["metadata"]["annotations"]
     assert annotations["helm.sh/hook"] == "pre-install,pre-upgrade"
     spec = job["spec"]["template"]["spec"]
     assert "serviceAccountName" not in spec, "the chart's ServiceAccount does not exist yet at pre-install"
+    # init-group skips what is already in the topics: only when asked for.
+    assert "initContainers" not in spec
+    assert [c["args"][:2] for c in spec["containers"]] == [["topics", "ensure"]]
+    ensure = spec["containers"][0]["args"]
+    assert ensure[ensure.index("--partitions") + 1] == str(load_values()["topics"]["partitions"])
+
+    explicit = render(values={**BASE, "topics.job.initGroupOffsets": True}).component("Job", "topics")
+    spec = explicit["spec"]["template"]["spec"]
     assert [c["args"][:2] for c in spec["initContainers"]] == [["topics", "ensure"]]
     assert [c["args"][:2] for c in spec["containers"]] == [["topics", "init-group"]]
-    ensure = spec["initContainers"][0]["args"]
-    assert ensure[ensure.index("--partitions") + 1] == str(load_values()["topics"]["partitions"])
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_topics_job_runs_the_gateway_image_not_the_gpu_one(scenario: str) -> None:
+    """`tts-stream topics` is producer side (no torch): a hook need not pull the CUDA image."""
+    rendered = render_scenario(scenario)
+    pod = rendered.component("Job", "topics")["spec"]["template"]["spec"]
+    images = {c["image"] for c in containers_of(pod)}
+    assert len(images) == 1
+    (image,) = images
+    assert image != rendered.worker["image"]
+    for gateway in rendered.of("Deployment", "gateway"):
+        assert image == gateway["spec"]["template"]["spec"]["containers"][0]["image"]
+    if not rendered.of("Deployment", "gateway"):
+        assert image == "tts-stream:0.1.0-gateway"
 
 
 # ---------------------------------------------------------------- refusals -----------------------
@@ -398,6 +455,16 @@ def test_topics_job_runs_before_install_and_upgrade() -> None:
             "at least one of autoscaling.keda.lanes",
         ),
         ({**BASE, "model.persistence.enabled": False}, "worker.engine cosyvoice needs model files"),
+        # A created claim nothing fills: cosyvoice would crash-loop on it, and for engines that
+        # read no model it is a ReadWriteMany volume for nothing.
+        *(
+            (
+                {**BASE, "model.persistence.existingClaim": "", "worker.engine": engine},
+                "model.persistence.enabled would create an empty claim that nothing fills .* set "
+                "model.pull.enabled true and model.pull.source .* or model.persistence.existingClaim",
+            )
+            for engine in ("cosyvoice", "espeak", "null")
+        ),
         (
             {**BASE, "model.pull.enabled": True, "model.pull.source": "https://x/y"},
             "must be an s3://bucket/prefix",
@@ -412,6 +479,16 @@ def test_topics_job_runs_before_install_and_upgrade() -> None:
                 "topics.job.initGroupOffsets": False,
             },
             "scale-to-zero with kafka.offsetResetPolicy latest needs topics.job.initGroupOffsets",
+        ),
+        (
+            {
+                **BASE,
+                "autoscaling.minReplicas": 0,
+                "kafka.offsetResetPolicy": "latest",
+                "topics.job.initGroupOffsets": True,
+                "topics.job.enabled": False,
+            },
+            "topics.job.initGroupOffsets runs in the topics Job: set topics.job.enabled true",
         ),
         ({**BASE, "metrics.serviceMonitor.enabled": True, "service.enabled": False}, "needs service.enabled"),
     ],

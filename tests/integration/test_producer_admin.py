@@ -1,4 +1,5 @@
-"""`topics init-group` against the real broker: log-end offsets for a new group, nothing else."""
+"""`topics init-group` against the real broker: log-end offsets for a new group, nothing else
+(a group with any committed offset is left untouched)."""
 
 from __future__ import annotations
 
@@ -51,6 +52,26 @@ def test_a_new_group_gets_the_log_end_and_a_rerun_changes_nothing(
     second = init_group_offsets(kafka_config, group, [requests, bulk])
     assert {r.state for r in second} == {PartitionInitState.KEPT}
     assert _committed(kafka_config, group, requests, 3) == {0: 5, 1: 0, 2: 2}, "lag is left in place"
+
+
+def test_a_group_with_one_committed_offset_gets_no_others(
+    kafka_config: dict[str, Any], make_topic: Callable[..., str]
+) -> None:
+    topic = make_topic("req", 3)
+    _produce(kafka_config, topic, {0: 2, 1: 3, 2: 4})
+    group = unique_name("workers")
+    admin = AdminClient(kafka_config)
+    admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, [TopicPartition(topic, 0, 1)])])[
+        group
+    ].result()
+
+    reports = init_group_offsets(kafka_config, group, [topic])
+    assert {(r.partition, r.state, r.offset) for r in reports} == {
+        (0, PartitionInitState.KEPT, 1),
+        (1, PartitionInitState.GROUP_COMMITTED, None),
+        (2, PartitionInitState.GROUP_COMMITTED, None),
+    }
+    assert _committed(kafka_config, group, topic, 3) == {0: 1, 1: -1001, 2: -1001}, "the backlog stays work"
 
 
 def test_an_open_transaction_is_not_skipped(

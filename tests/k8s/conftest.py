@@ -58,6 +58,9 @@ def base_values(cluster: Cluster, stack: StackAddresses, suffix: str) -> dict[st
             "voicesBucket": stack.voices_bucket,
         },
         "model": {"persistence": {"enabled": False}},
+        # Only the cpu image is built for this cluster; it has the whole CLI, so it stands in for
+        # the gateway image that the topics Job runs.
+        "gateway": {"image": {"repository": IMAGE_REPOSITORY, "tag": IMAGE_TAG}},
         "gpu": {"count": 0},
         # two shared cores: small requests so four workers fit on the node
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "2Gi"}},

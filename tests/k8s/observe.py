@@ -103,7 +103,7 @@ class Recorder:
 
     def sample(self) -> Sample:
         ns, name = self.release.namespace, self.release.fullname
-        deployment = self.release.deployment()
+        statefulset = self.release.statefulset()
         pods = [p for p in self.release.pods() if not p["metadata"].get("deletionTimestamp")]
         hpa_desired, hpa_current, metrics = None, None, {}
         if self.release.values["autoscaling"]["mode"] == "keda":
@@ -120,7 +120,7 @@ class Recorder:
         lag = {lane: lane_lag(self.kafka_config, group, topics[lane]) for lane in ("requests", "bulk")}
         return Sample(
             t_s=round(self.now(), 1),
-            spec_replicas=int(deployment["spec"].get("replicas", 0)),
+            spec_replicas=int(statefulset["spec"].get("replicas", 0)),
             ready_pods=sum(1 for p in pods if pod_ready(p)),
             pods=len(pods),
             hpa_desired=hpa_desired,

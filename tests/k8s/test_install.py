@@ -75,7 +75,7 @@ def test_install_answers_requests_and_every_object_is_live(
     assert "tts_requests_total" in metrics
     assert "tts_build_info" in metrics
 
-    # KEDA took the Deployment: a Ready ScaledObject, the HPA it made with both lanes' metrics
+    # KEDA took the StatefulSet: a Ready ScaledObject, the HPA it made with both lanes' metrics
     scaled = cluster.get("scaledobject", name, "-n", ns)
     conditions = {c["type"]: c["status"] for c in scaled["status"]["conditions"]}
     assert conditions["Ready"] == "True", scaled["status"]
@@ -83,7 +83,11 @@ def test_install_answers_requests_and_every_object_is_live(
     metric_names = {m["external"]["metric"]["name"] for m in hpa["spec"]["metrics"]}
     bulk_metric = keda_metric_name(1, topics["bulk"])
     assert metric_names == {keda_metric_name(0, topics["requests"]), bulk_metric}
-    assert "replicas" not in release.deployment()["spec"] or release.deployment()["spec"]["replicas"] == 1
+    statefulset = release.statefulset()
+    assert "replicas" not in statefulset["spec"] or statefulset["spec"]["replicas"] == 1
+    # stable names: the pod is ordinal 0, its Kafka identity the pod name
+    assert [p["metadata"]["name"] for p in release.pods()] == [f"{name}-0"]
+    cluster.get("service", statefulset["spec"]["serviceName"], "-n", ns)
     value = json.loads(
         cluster.raw(
             f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{ns}/{bulk_metric}"

@@ -1,5 +1,5 @@
-"""The model volume filled by the init container from object storage, and the startup probe
-waiting out a slow model load instead of killing it."""
+"""The shared model volume filled once by the chart's hook Job from object storage while the
+workers wait for it, and the startup probe waiting out a slow model load instead of killing it."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.cluster import Cluster, Release, pod_ready
+from tests.support.cluster import Cluster, Release, pod_ready, wait_for
 from tests.support.stack import ROOT
 
 VOLUMES = ROOT / ".infra" / "k8s" / "volumes"
@@ -20,7 +20,7 @@ LOAD_SECONDS = 40
 
 
 @pytest.mark.timeout(600)
-def test_init_container_pulls_the_model_from_s3_into_the_claim(
+def test_a_job_pulls_the_model_into_the_claim_once_and_the_workers_wait_for_it(
     cluster: Cluster, make_release: Callable[..., Release], s3_client: Any
 ) -> None:
     bucket = f"tts-models-{uuid.uuid4().hex[:8]}"
@@ -32,8 +32,9 @@ def test_init_container_pulls_the_model_from_s3_into_the_claim(
     def with_model(values: dict[str, Any]) -> None:
         values["model"] = {
             "persistence": {"enabled": True, "size": "1Gi", "accessModes": ["ReadWriteMany"]},
-            "pull": {"enabled": True, "source": f"s3://{bucket}/model-v1"},
+            "pull": {"enabled": True, "source": f"s3://{bucket}/model-v1", "timeoutSeconds": 300},
         }
+        values["autoscaling"]["minReplicas"] = 2  # two replicas share the claim, neither writes it
 
     release = make_release(values=with_model)
     # no provisioner on this node: a hostPath volume made for exactly this claim, owned by the
@@ -57,13 +58,20 @@ def test_init_container_pulls_the_model_from_s3_into_the_claim(
         }
     )
     try:
-        release.install()
+        # No --wait: Helm runs the post-install model Job only after it, and the workers wait for
+        # the Job. Helm still waits for the Job itself.
+        release.install(wait=False)
+        job = cluster.get("job", f"{release.fullname}-models", "-n", release.namespace)
+        assert job["status"].get("succeeded") == 1
         pvc = cluster.get("pvc", claim, "-n", release.namespace)
         assert pvc["status"]["phase"] == "Bound"
-        [pod] = release.pods()
-        init = pod["status"]["initContainerStatuses"][0]
-        assert init["name"] == "models-pull"
-        assert init["state"]["terminated"]["exitCode"] == 0
+        wait_for("two ready workers", lambda: len(release.ready_pods()) == 2, 240)
+        pods = release.pods()
+        for worker in pods:
+            init = worker["status"]["initContainerStatuses"][0]
+            assert init["name"] == "models-wait"
+            assert init["state"]["terminated"]["exitCode"] == 0
+        pod = pods[0]
         for name, body in files.items():
             pulled = directory / name
             assert pulled.is_file(), f"{name} was not pulled into the claim"

@@ -39,7 +39,7 @@ def test_keda_scales_the_bulk_lane_up_on_lag_and_down_when_drained(
             def scaled_up() -> bool:
                 return any(s.spec_replicas > 1 for s in recorder.samples)
 
-            wait_for("KEDA to scale the Deployment up", scaled_up, 240)
+            wait_for("KEDA to scale the StatefulSet up", scaled_up, 240)
             scale_up_s = next(s.t_s for s in recorder.samples if s.spec_replicas > 1) - start
             assert_exactly_once(reader, ids, timeout_s=900, settle_s=5)
             drained_s = recorder.now() - start
@@ -48,7 +48,7 @@ def test_keda_scales_the_bulk_lane_up_on_lag_and_down_when_drained(
                 last = recorder.samples[-1]
                 return last.spec_replicas == 1 and last.pods == 1
 
-            wait_for("the Deployment to scale back to one replica", back_to_min, 420, interval_s=3)
+            wait_for("the StatefulSet to scale back to one replica", back_to_min, 420, interval_s=3)
             down_s = recorder.now() - start
         recorder.save(
             "scaling",
@@ -107,8 +107,8 @@ def test_scale_to_zero_when_idle_and_one_request_wakes_it(
     release.install()
     topics = release.values["topics"]
     wait_for(
-        "KEDA to scale the idle Deployment to zero",
-        lambda: release.deployment()["spec"]["replicas"] == 0,
+        "KEDA to scale the idle StatefulSet to zero",
+        lambda: release.statefulset()["spec"]["replicas"] == 0,
         240,
     )
     to_zero_s = time.monotonic() - started
@@ -122,7 +122,7 @@ def test_scale_to_zero_when_idle_and_one_request_wakes_it(
         wake_s = time.monotonic() - submitted
     finally:
         reader.close()
-    assert release.deployment()["spec"]["replicas"] >= 1
+    assert release.statefulset()["spec"]["replicas"] >= 1
     figures = {"install_to_zero_s": to_zero_s, "request_to_answer_from_zero_s": wake_s}
     print(f"\n[k8s] scale to zero: {figures}")
     REPORTS.mkdir(parents=True, exist_ok=True)

@@ -135,20 +135,14 @@ class Release:
     def fullname(self) -> str:
         return f"{self.name}-tts-stream"
 
-    def install(self, *, timeout: str = "6m") -> str:
+    def install(self, *, wait: bool = True, timeout: str = "6m") -> str:
+        """`wait=False` where a post-install hook must run before the workers can be ready (the
+        model Job): Helm 3 runs post-install hooks only after `--wait`; the hooks are still
+        waited for, within `timeout`."""
         self.values_file.write_text(yaml.safe_dump(self.values))
-        out = self.cluster.helm(
-            "install",
-            self.name,
-            str(CHART),
-            "-n",
-            self.namespace,
-            "-f",
-            str(self.values_file),
-            "--wait",
-            "--timeout",
-            timeout,
-        )
+        args = ["install", self.name, str(CHART), "-n", self.namespace, "-f", str(self.values_file)]
+        args += ["--wait", "--timeout", timeout] if wait else ["--timeout", timeout]
+        out = self.cluster.helm(*args)
         self.history.append("install")
         return out
 
@@ -174,8 +168,9 @@ class Release:
     def ready_pods(self) -> list[dict[str, Any]]:
         return [p for p in self.pods() if _pod_ready(p) and not p["metadata"].get("deletionTimestamp")]
 
-    def deployment(self) -> dict[str, Any]:
-        result: dict[str, Any] = self.cluster.get("deployment", self.fullname, "-n", self.namespace)
+    def statefulset(self) -> dict[str, Any]:
+        """The workers: a StatefulSet, so a replaced pod keeps its name (its Kafka identity)."""
+        result: dict[str, Any] = self.cluster.get("statefulset", self.fullname, "-n", self.namespace)
         return result
 
 

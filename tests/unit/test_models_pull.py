@@ -1,4 +1,5 @@
-"""`models pull`: idempotent copy with size checks and a completion marker (fake source)."""
+"""`models pull`: idempotent copy with size checks and a completion marker (fake source);
+`models wait`: waits for that marker."""
 
 from __future__ import annotations
 
@@ -6,8 +7,19 @@ import json
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
-from consumer.cli_models import MARKER, ModelPuller, ModelPullError, parse_source, relative_path
+from consumer.cli_models import (
+    MARKER,
+    ModelPuller,
+    ModelPullError,
+    ModelWaitTimeout,
+    complete_copy,
+    models,
+    parse_source,
+    relative_path,
+    wait_for_copy,
+)
 from consumer.errors import StorageUnavailable
 
 
@@ -116,3 +128,75 @@ def test_bad_sources(uri: str) -> None:
 def test_relative_paths() -> None:
     assert relative_path("p/a/b.pt", "p/") == "a/b.pt"
     assert relative_path("p/a/", "p/") is None
+
+
+# ---------------------------------------------------------------- models wait --------------------
+
+
+class FakeTime:
+    """A clock that only sleeping advances."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps = 0
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        self.sleeps += 1
+
+
+def test_wait_returns_once_the_pull_has_written_its_marker(tmp_path: Path) -> None:
+    time = FakeTime()
+    pulled = False
+
+    def sleep(seconds: float) -> None:
+        nonlocal pulled
+        time.sleep(seconds)
+        if time.sleeps == 3 and not pulled:  # the Job finishes while the worker waits
+            ModelPuller(FakeSource(dict(MODEL))).pull("s3://bucket/models/cv3", tmp_path)
+            pulled = True
+
+    body = wait_for_copy(
+        tmp_path, source="s3://bucket/models/cv3", timeout_s=60, interval_s=5, clock=time.clock, sleep=sleep
+    )
+    assert body["files"]["llm.pt"] == 1000
+    assert time.sleeps == 3
+
+
+def test_wait_ignores_files_without_the_marker_and_a_copy_of_another_source(tmp_path: Path) -> None:
+    source = FakeSource(dict(MODEL))
+    ModelPuller(source).pull("s3://bucket/models/cv3", tmp_path)
+    assert complete_copy(tmp_path) is not None
+    assert complete_copy(tmp_path, "s3://bucket/models/cv3") is not None
+    assert complete_copy(tmp_path, "s3://bucket/models/other") is None, "another model's copy"
+
+    (tmp_path / "llm.pt").write_bytes(b"L" * 10)  # a file changed under the marker
+    assert complete_copy(tmp_path) is None
+    (tmp_path / MARKER).unlink()
+    (tmp_path / "llm.pt").write_bytes(b"L" * 1000)
+    assert complete_copy(tmp_path) is None, "every file in place, but the pull never finished"
+    (tmp_path / MARKER).write_text("{not json")
+    assert complete_copy(tmp_path) is None
+
+
+def test_wait_gives_up_after_its_timeout(tmp_path: Path) -> None:
+    time = FakeTime()
+    with pytest.raises(ModelWaitTimeout, match=f"no complete model copy .* after 30 s .*{MARKER}"):
+        wait_for_copy(tmp_path, timeout_s=30, interval_s=5, clock=time.clock, sleep=time.sleep)
+    assert time.now == 30
+
+
+def test_wait_command_exit_codes(tmp_path: Path) -> None:
+    runner = CliRunner()
+    missing = runner.invoke(models, ["wait", "--dir", str(tmp_path), "--timeout-s", "0.01"])
+    assert missing.exit_code == 1
+    assert "no complete model copy" in missing.output
+    ModelPuller(FakeSource(dict(MODEL))).pull("s3://bucket/models/cv3", tmp_path)
+    done = runner.invoke(
+        models, ["wait", "--dir", str(tmp_path), "--source", "s3://bucket/models/cv3", "--timeout-s", "1"]
+    )
+    assert done.exit_code == 0, done.output
+    assert "complete: 3 files from s3://bucket/models/cv3" in done.output

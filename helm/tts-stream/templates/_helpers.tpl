@@ -23,7 +23,7 @@ Names. Object names are capped at 63 characters (DNS label) and never end in a d
 {{- end -}}
 
 {{/*
-Selector labels: the minimal, immutable set. A Deployment's selector cannot change after
+Selector labels: the minimal, immutable set. A workload's selector cannot change after
 install, so nothing version-like (chart version, image tag) may ever be added here.
 */}}
 {{- define "tts-stream.selectorLabels" -}}
@@ -258,4 +258,9 @@ Kafka (with SASL/TLS from existing Secrets), topic names and the consumer group.
 {{- $pairs = append $pairs (printf "%s=%s" $name $voice) -}}
 {{- end -}}
 {{- join "," $pairs -}}
+{{- end -}}
+
+{{/* The StatefulSet's governing Service (headless); only the API needs it. */}}
+{{- define "tts-stream.headlessServiceName" -}}
+{{- printf "%s-headless" (include "tts-stream.fullname" . | trunc 54 | trimSuffix "-") -}}
 {{- end -}}

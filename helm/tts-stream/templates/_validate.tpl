@@ -1,6 +1,6 @@
 {{/*
 Render-time checks for combinations the schema cannot express. Each message says which values
-to change. Included once, from the Deployment.
+to change. Included once, from the worker StatefulSet.
 */}}
 {{- define "tts-stream.validate" -}}
 {{- $v := .Values -}}
@@ -76,8 +76,14 @@ to change. Included once, from the Deployment.
 {{- if and $a.keda.fallback.enabled (gt (int $a.keda.fallback.replicas) (int $a.maxReplicas)) -}}
 {{- fail (printf "autoscaling.keda.fallback.replicas (%d) exceeds autoscaling.maxReplicas (%d)" (int $a.keda.fallback.replicas) (int $a.maxReplicas)) -}}
 {{- end -}}
+{{- /* With `latest` the init costs nothing: a new group skips earlier requests either way, and
+the log end it commits at install is earlier than the one a first worker would start from. With
+`earliest` it would skip the backlog, so there it stays the operator's explicit choice. */ -}}
 {{- if and (eq (int $a.minReplicas) 0) (not $v.topics.job.initGroupOffsets) (eq $v.kafka.offsetResetPolicy "latest") -}}
-{{- fail "scale-to-zero with kafka.offsetResetPolicy latest needs topics.job.initGroupOffsets: without committed offsets KEDA reports lag 1 per partition and one GPU pod never scales away" -}}
+{{- fail "scale-to-zero with kafka.offsetResetPolicy latest needs topics.job.initGroupOffsets true (and topics.job.enabled): without committed offsets KEDA reports lag 1 per partition and one GPU pod never scales away" -}}
+{{- end -}}
+{{- if and (eq (int $a.minReplicas) 0) $v.topics.job.initGroupOffsets (not $v.topics.job.enabled) (eq $v.kafka.offsetResetPolicy "latest") -}}
+{{- fail "topics.job.initGroupOffsets runs in the topics Job: set topics.job.enabled true, or run `tts-stream topics init-group` yourself and keep minReplicas above 0 until it did" -}}
 {{- end -}}
 {{- end -}}
 
@@ -85,6 +91,12 @@ to change. Included once, from the Deployment.
 {{- if not (or $v.model.persistence.enabled $v.model.pull.enabled) -}}
 {{- fail "worker.engine cosyvoice needs model files: enable model.persistence (a PVC with the model) and/or model.pull (an init container that fetches it)" -}}
 {{- end -}}
+{{- end -}}
+
+{{- /* For every engine, not only cosyvoice: a claim nothing fills crash-loops the engines that
+read a model, and for espeak or null it is a provisioned ReadWriteMany volume that serves no one. */ -}}
+{{- if and $v.model.persistence.enabled (not $v.model.persistence.existingClaim) (not $v.model.pull.enabled) -}}
+{{- fail "model.persistence.enabled would create an empty claim that nothing fills (the cosyvoice engine crash-loops on it): set model.pull.enabled true and model.pull.source (a Job fills the claim once), or model.persistence.existingClaim (a claim that already holds the model); engines without model files (espeak, null) set model.persistence.enabled false" -}}
 {{- end -}}
 
 {{- if and $v.model.pull.enabled (not (hasPrefix "s3://" $v.model.pull.source)) -}}
