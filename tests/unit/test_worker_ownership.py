@@ -199,6 +199,31 @@ class InstantPipeline:
         return None
 
 
+class HeldPipeline(InstantPipeline):
+    """Holds every job until `release` names its offset: work still in the engine."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[Job] = []
+        self.released: set[int] = set()
+
+    def submit(self, jobs: list[Job]) -> None:
+        self.held.extend(jobs)
+
+    def release(self, *offsets: int) -> None:
+        self.released.update(offsets)
+
+    def completed(self) -> list[Job]:
+        done = [job for job in self.held if job.message.offset in self.released]
+        self.held = [job for job in self.held if job not in done]
+        for job in done:
+            job.outcome = RESULTS.failure(job, ErrorCode.ENGINE_ERROR, "finished late")
+        return done
+
+    def progress(self) -> PipelineProgress:
+        return PipelineProgress(busy=bool(self.held), idle_s=0.0)
+
+
 def _request(offset: int) -> SynthesisRequest:
     return SynthesisRequest(
         request_id=f"r{offset}", text=f"hello {offset}", voice=PresetVoice("en-us"), created_at_ms=now_ms()
@@ -313,7 +338,12 @@ def test_a_transaction_that_never_ends_stops_the_worker(monkeypatch: pytest.Monk
 # ------------------------------------------------------------------------------------ the loop --
 
 
-def _loop(consumer: ScriptedConsumer, producer: TransactionalProducer, **overrides: Any) -> WorkerLoop:
+def _loop(
+    consumer: ScriptedConsumer,
+    producer: TransactionalProducer,
+    pipeline: InstantPipeline | None = None,
+    **overrides: Any,
+) -> WorkerLoop:
     config = LoopConfig(
         lanes={"req": Lane.INTERACTIVE},
         poll_batch_size=100,
@@ -335,7 +365,7 @@ def _loop(consumer: ScriptedConsumer, producer: TransactionalProducer, **overrid
     return WorkerLoop(
         consumer,  # type: ignore[arg-type]
         intake,
-        InstantPipeline(),  # type: ignore[arg-type]
+        pipeline or InstantPipeline(),  # type: ignore[arg-type]
         _checkpointer(producer, consumer),
         metrics=Metrics(),
         config=dataclasses.replace(config, **overrides),
@@ -451,3 +481,38 @@ def test_messages_of_a_partition_revoked_during_the_same_poll_are_left_to_its_ne
     consumer.batches = [[_message(0)], [], revoked_while_fetching]
     _loop(consumer, producer).run()
     assert _answers(producer) == {b"r0": 1}, "offsets 1 and 2 are the new owner's to answer"
+
+
+def test_a_revoked_partition_drains_its_work_in_the_engine_and_commits_it_before_it_goes() -> None:
+    """Within the drain window, work already in the engine is finished and committed by this
+    worker, so the partition's next owner starts after it instead of answering it again."""
+    consumer, producer, pipeline = ScriptedConsumer([]), TransactionalProducer(), HeldPipeline()
+    seen_at_revoke: list[Counter[bytes]] = []
+
+    def revoked() -> list[InboundMessage]:
+        assert consumer.callbacks is not None
+        pipeline.release(0, 1)  # the engine finishes while the revocation waits for it
+        consumer.callbacks[1]([TP])
+        seen_at_revoke.append(_answers(producer))
+        consumer.assigned = []
+        return []
+
+    consumer.batches = [[_message(0), _message(1)], [], revoked]
+    _loop(consumer, producer, pipeline, drain_timeout_s=5.0).run()
+    assert seen_at_revoke == [Counter({b"r0": 1, b"r1": 1})], "committed before the callback returned"
+    assert _answers(producer) == {b"r0": 1, b"r1": 1}
+
+
+def test_shutdown_commits_what_finishes_in_the_drain_window_and_leaves_the_rest() -> None:
+    consumer, producer, pipeline = ScriptedConsumer([]), TransactionalProducer(), HeldPipeline()
+    loop = _loop(consumer, producer, pipeline, drain_timeout_s=0.3)
+
+    def stop_requested() -> list[InboundMessage]:
+        pipeline.release(0)  # offset 1 never finishes
+        loop.request_stop()
+        return []
+
+    consumer.batches = [[_message(0), _message(1)], stop_requested]
+    loop.run()
+    assert _answers(producer) == {b"r0": 1}, "offset 1 is left for the partition's next owner"
+    assert [job.abandoned for job in pipeline.held] == [True]
