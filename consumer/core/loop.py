@@ -205,7 +205,9 @@ class WorkerLoop:
         if committed:
             self._answered += committed
             self._in_flight = self._count_by_lane()
-            log.info(
+            # DEBUG: a checkpoint runs every TTS_COMMIT_INTERVAL_MS; commits are counted by
+            # tts_commit_duration_seconds instead.
+            log.debug(
                 "batch committed",
                 extra={
                     "committed": committed,
