@@ -27,6 +27,7 @@ from consumer.core.intake import Intake, IntakePolicy
 from consumer.core.loop import LoopConfig, WorkerLoop
 from consumer.core.pipeline import Pipeline, PipelineConfig
 from consumer.core.results import ResultFactory
+from consumer.core.retry import RetryPolicies
 from consumer.core.tracing import LocalTracer, Tracer
 from consumer.engine import BatchLimits, Engine
 from consumer.engines import create_engine
@@ -318,7 +319,7 @@ class WorkerApp:
             batch_limits=batch_limits,
             batch_max_wait_s=s.batch_max_wait_ms / 1000.0,
             engine_max_retries=s.engine_max_retries,
-            engine_retry_backoff_s=s.engine_retry_backoff_ms / 1000.0,
+            retry=RetryPolicies.from_settings(s),
             poison_max_attempts=s.poison_max_attempts,
         )
 
@@ -331,6 +332,7 @@ class WorkerApp:
             drain_timeout_s=s.drain_timeout_s,
             commit_interval_s=s.commit_interval_ms / 1000.0,
             interactive_backlog_jobs=batch_limits.max_items,
+            retry=RetryPolicies.from_settings(s),
             max_messages=self.limits.max_messages,
             idle_exit_s=self.limits.idle_exit_s,
         )

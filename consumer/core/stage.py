@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from consumer.core.flights import Flight, FlightBoard, FlightState
 from consumer.core.messages import Job
 from consumer.core.results import ResultFactory
+from consumer.core.retry import RetryPolicies
 from consumer.engine import BatchLimits, FailureKind, TaskFailure
 from consumer.errors import CacheUnavailable, FatalError, StageFailed
 from consumer.metrics import Metrics
@@ -36,14 +37,10 @@ class PipelineConfig:
     batch_limits: BatchLimits
     batch_max_wait_s: float
     engine_max_retries: int
-    engine_retry_backoff_s: float
+    retry: RetryPolicies
     poison_max_attempts: int
     finish_threads: int = 2
     wait_poll_s: float = 0.05
-
-
-def backoff_s(attempt: int, base_s: float = 0.2, cap_s: float = 5.0) -> float:
-    return float(min(cap_s, base_s * (2 ** max(0, attempt - 1))))
 
 
 @dataclass
@@ -130,14 +127,12 @@ class StageContext:
             self.retry_or_fail(flight, failure)
 
     def retry_or_fail(self, flight: Flight, failure: TaskFailure) -> None:
-        """A transient failure is retried with doubling back-off up to the limit; anything else
-        answers every job of the flight with a failed result."""
+        """A transient failure is retried with the engine's back-off up to the limit; anything
+        else answers every job of the flight with a failed result."""
         if failure.kind is FailureKind.TRANSIENT and flight.retries < self.config.engine_max_retries:
             flight.retries += 1
             self.metrics.engine_retries.inc()
-            self.board.requeue(
-                flight, delay_s=self.config.engine_retry_backoff_s * (2 ** (flight.retries - 1))
-            )
+            self.board.requeue(flight, delay_s=self.config.retry.engine.delay_s(flight.retries))
             return
         try:
             code = ErrorCode(failure.code)

@@ -47,7 +47,7 @@ from schemas.topics import Lane
 from schemas.validation import RequestLimits
 from tests.support.fakes import PresetResolver, TrippingResolver, WavFinisher
 from tests.support.memory_store import MemoryObjectStore
-from tests.support.worker_core import TP, MemoryRedis
+from tests.support.worker_core import TP, MemoryRedis, retry_policies
 from tests.support.worker_core import failure_of as _failure
 from tests.support.worker_core import job as _job
 from tests.support.worker_core import pipeline_config as _pipeline_config
@@ -777,6 +777,7 @@ def _worker_loop(
         drain_timeout_s=0.5,
         commit_interval_s=0.0,
         interactive_backlog_jobs=8,
+        retry=retry_policies(),
     )
     checkpointer = _checkpointer(FakeProducer(), consumer, Guarantee.AT_LEAST_ONCE)
     return WorkerLoop(

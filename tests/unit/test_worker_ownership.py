@@ -26,6 +26,7 @@ from consumer.settings import Guarantee
 from schemas.codec import request_codec
 from schemas.model import ErrorCode, PresetVoice, SynthesisRequest, now_ms
 from schemas.validation import RequestLimits
+from tests.support.worker_core import retry_policies
 
 TP = TopicPartition("req", 0)
 RESULTS = ResultFactory(engine="null", model_version="m", worker_id="w", results_topic="res")
@@ -312,6 +313,7 @@ def _loop(consumer: ScriptedConsumer, producer: TransactionalProducer, **overrid
         drain_timeout_s=0.2,
         commit_interval_s=0.0,
         interactive_backlog_jobs=8,
+        retry=retry_policies(),
         idle_exit_s=0.3,
     )
     intake = Intake(
