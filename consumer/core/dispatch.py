@@ -106,8 +106,7 @@ class Dispatcher:
         try:
             resolution = self._voices.resolve(request.voice)
         except VoiceResolutionError as exc:
-            job.outcome = ctx.results.failure(job, exc.code, exc.message)
-            ctx.answer([job])
+            ctx.answer([(job, ctx.results.failure(job, exc.code, exc.message))])
             return None
         lufs = (
             request.loudness_lufs if request.loudness_lufs is not None else ctx.config.default_loudness_lufs
@@ -211,9 +210,7 @@ class Dispatcher:
     def _complete_from_cache(self, flight: Flight, audio: CachedAudio, *, on_board: bool) -> None:
         ctx = self._ctx
         jobs = ctx.board.finish(flight) if on_board else list(flight.jobs)
-        for job in jobs:
-            job.outcome = ctx.results.success(job, audio, cache_hit=True, synthesis_ms=0)
-        ctx.answer(jobs)
+        ctx.answer((job, ctx.results.success(job, audio, cache_hit=True, synthesis_ms=0)) for job in jobs)
 
     def _check_waiters(self) -> None:
         due = self._ctx.board.due_waiters(time.monotonic())

@@ -7,11 +7,11 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from consumer.core.flights import Flight, FlightBoard, FlightState
-from consumer.core.messages import Job
+from consumer.core.messages import Job, Outcome
 from consumer.core.results import ResultFactory
 from consumer.core.retry import RetryPolicies
 from consumer.engine import BatchLimits, FailureKind, TaskFailure
@@ -72,16 +72,22 @@ class StageContext:
         """Wait up to `seconds`; True when the pipeline is stopping."""
         return self.stopping.wait(seconds)
 
-    def answer(self, jobs: Sequence[Job]) -> None:
-        for job in jobs:
-            self.completed.put(job)
-        if jobs:
+    def answer(self, answers: Iterable[tuple[Job, Outcome]]) -> None:
+        """Answer jobs and hand them to the loop: the stages' only way to answer. A job that
+        already has an answer keeps it (Job.answer refuses the second) and is not handed over
+        again; the refusal is counted (tts_answers_refused_total)."""
+        answered = False
+        for job, outcome in answers:
+            answered = True
+            if job.answer(outcome):
+                self.completed.put(job)
+            else:
+                self.metrics.answers_refused.inc()
+        if answered:
             self.advanced()
 
     def fail(self, jobs: Sequence[Job], code: ErrorCode, message: str, *, retryable: bool) -> None:
-        for job in jobs:
-            job.outcome = self.results.failure(job, code, message, retryable=retryable)
-        self.answer(jobs)
+        self.answer((job, self.results.failure(job, code, message, retryable=retryable)) for job in jobs)
 
     def release(self, flights: Sequence[Flight]) -> None:
         keys = [f.key for f in flights if f.leased]

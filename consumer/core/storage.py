@@ -83,12 +83,16 @@ class StoreStage:
         self._write_cache(entries)
         for flight, cached in entries:
             jobs = self._ctx.board.finish(flight)
-            for index, job in enumerate(jobs):
-                # The first job paid for the synthesis; duplicates that rode along count as hits.
-                job.outcome = self._ctx.results.success(
-                    job, cached, cache_hit=index > 0, synthesis_ms=synthesis_ms if index == 0 else 0
+            # The first job paid for the synthesis; duplicates that rode along count as hits.
+            self._ctx.answer(
+                (
+                    job,
+                    self._ctx.results.success(
+                        job, cached, cache_hit=i > 0, synthesis_ms=synthesis_ms if i == 0 else 0
+                    ),
                 )
-            self._ctx.answer(jobs)
+                for i, job in enumerate(jobs)
+            )
 
     def _encode(self, produced: Produced) -> list[EncodedAudio] | None:
         try:

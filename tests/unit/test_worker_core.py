@@ -59,7 +59,7 @@ from tests.support.worker_core import wait_for as _wait_for
 
 
 def _settle(job: Job) -> None:
-    job.outcome = DeadLetter("X", "y")
+    job.answer(DeadLetter("X", "y"))
     job.settled = True
 
 
@@ -404,7 +404,7 @@ class FakeProducer:
 
 def _answered_job(offset: int) -> Job:
     job = _request_job(offset)
-    job.outcome = _results().failure(job, ErrorCode.EXPIRED, "late")
+    job.answer(_results().failure(job, ErrorCode.EXPIRED, "late"))
     return job
 
 
@@ -468,7 +468,7 @@ def test_dead_letters_keep_the_original_bytes_and_say_where_they_came_from() -> 
     producer, consumer = FakeProducer(), FakeConsumer()
     checkpoint = _checkpointer(producer, consumer, Guarantee.AT_LEAST_ONCE)
     job = Job(InboundMessage("req", 3, 42, b"key", b"\x00bytes", headers=[("traceparent", b"t")]), Lane.BULK)
-    job.outcome = DeadLetter("BAD_MAGIC", "first byte")
+    job.answer(DeadLetter("BAD_MAGIC", "first byte"))
     checkpoint.settle(job)
     (record,) = producer.records
     headers = dict(record.headers)

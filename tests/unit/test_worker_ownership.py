@@ -171,7 +171,7 @@ class InstantPipeline:
 
     def submit(self, jobs: list[Job]) -> None:
         for job in jobs:
-            job.outcome = RESULTS.failure(job, ErrorCode.ENGINE_ERROR, "instant")
+            job.answer(RESULTS.failure(job, ErrorCode.ENGINE_ERROR, "instant"))
         self._done.extend(jobs)
 
     def completed(self) -> list[Job]:
@@ -204,7 +204,7 @@ def _message(offset: int) -> InboundMessage:
 def _job(offset: int) -> Job:
     job = Job(_message(offset), Lane.INTERACTIVE)
     job.request = _request(offset)
-    job.outcome = RESULTS.failure(job, ErrorCode.ENGINE_ERROR, "done")
+    job.answer(RESULTS.failure(job, ErrorCode.ENGINE_ERROR, "done"))
     job.settled = True
     return job
 
