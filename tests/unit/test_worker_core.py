@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from consumer.core.checkpoint import Checkpointer, outcome_label
+from consumer.core.checkpoint import Checkpointer
 from consumer.core.dispatch import Dispatcher
 from consumer.core.flights import Flight, FlightBoard, FlightState
 from consumer.core.flow import FlowController, FlowInputs
@@ -29,6 +29,7 @@ from consumer.core.messages import (
 )
 from consumer.core.offsets import OffsetTracker
 from consumer.core.pipeline import Pipeline, PipelineProgress
+from consumer.core.reporting import outcome_label
 from consumer.core.stage import StageContext
 from consumer.core.storage import StoreStage
 from consumer.core.tracing import child_span, parse_traceparent
