@@ -24,20 +24,20 @@ from consumer.adapters.redis_store import RedisResultIndex, RedisStore
 from consumer.adapters.s3 import S3ObjectStore
 from consumer.core.checkpoint import Checkpointer
 from consumer.core.intake import Intake, IntakePolicy
-from consumer.core.loop import LoopConfig, WorkerLoop
-from consumer.core.pipeline import Pipeline, PipelineConfig
+from consumer.core.loop import WorkerLoop
+from consumer.core.pipeline import Pipeline
 from consumer.core.results import ResultFactory
 from consumer.core.tracing import LocalTracer, Tracer
-from consumer.engine import BatchLimits, Engine
+from consumer.engine import Engine
 from consumer.engines import create_engine
 from consumer.errors import BrokerUnavailable, CacheUnavailable, ConfigurationError
 from consumer.health import HealthServer, HealthState
 from consumer.metrics import Metrics
 from consumer.ports import AudioFinisher, ObjectStore, VoiceResolver
 from consumer.settings import Guarantee, WorkerSettings
+from consumer.worker_config import worker_configs
 from schemas.codec import Framing, registry_client, request_codec, result_codec
 from schemas.model import SynthesisRequest, SynthesisResult
-from schemas.topics import Lane
 from tts_stream import __version__
 
 log = logging.getLogger(__name__)
@@ -133,9 +133,12 @@ class WorkerApp:
                 ),
                 tracer=tracer,
             )
-            batch_limits = BatchLimits(
-                max_items=s.max_batch_items or engine.limits.max_items,
-                max_cost=s.max_batch_cost or engine.limits.max_cost,
+            configs = worker_configs(
+                s,
+                engine_limits=engine.limits,
+                model_version=model_version,
+                max_messages=self.limits.max_messages,
+                idle_exit_s=self.limits.idle_exit_s,
             )
             pipeline = Pipeline(
                 engine=engine,
@@ -146,7 +149,7 @@ class WorkerApp:
                 voices=self._resolver or build_resolver(s, store),
                 results=results,
                 metrics=self.metrics,
-                config=self._pipeline_config(batch_limits, model_version),
+                config=configs.pipeline,
                 deadline_passed=intake.expired,
             )
             pipeline.start()
@@ -170,7 +173,7 @@ class WorkerApp:
                 pipeline,
                 checkpointer,
                 metrics=self.metrics,
-                config=self._loop_config(batch_limits),
+                config=configs.loop,
                 heartbeat=health.beat,
             )
             self._run_loop(loop, health)
@@ -304,37 +307,6 @@ class WorkerApp:
             )
         for problem in problems:
             log.warning("kafka durability: %s", problem)
-
-    def _pipeline_config(self, batch_limits: BatchLimits, model_version: str) -> PipelineConfig:
-        s = self.settings
-        return PipelineConfig(
-            instance_id=s.instance_id,
-            model_version=model_version,
-            audio_bucket=s.s3_audio_bucket,
-            audio_prefix=s.s3_audio_prefix,
-            default_loudness_lufs=s.loudness_lufs,
-            lease_ttl_ms=s.lease_ttl_ms,
-            cache_ttl_s=s.cache_ttl_s,
-            cache_failure_policy=s.cache_failure_policy,
-            batch_limits=batch_limits,
-            batch_max_wait_s=s.batch_max_wait_ms / 1000.0,
-            engine_max_retries=s.engine_max_retries,
-            engine_retry_backoff_s=s.engine_retry_backoff_ms / 1000.0,
-            poison_max_attempts=s.poison_max_attempts,
-        )
-
-    def _loop_config(self, batch_limits: BatchLimits) -> LoopConfig:
-        s = self.settings
-        return LoopConfig(
-            lanes={s.topics.requests: Lane.INTERACTIVE, s.topics.bulk: Lane.BULK},
-            poll_batch_size=s.poll_batch_size,
-            max_in_flight=s.max_in_flight,
-            drain_timeout_s=s.drain_timeout_s,
-            commit_interval_s=s.commit_interval_ms / 1000.0,
-            interactive_backlog_jobs=batch_limits.max_items,
-            max_messages=self.limits.max_messages,
-            idle_exit_s=self.limits.idle_exit_s,
-        )
 
     def _run_loop(self, loop: WorkerLoop, health: HealthState) -> None:
         self._loop = loop

@@ -129,6 +129,11 @@ class Metrics:
             ["dependency"],
             registry=r,
         )
+        self.answers_refused = Counter(
+            f"{p}_answers_refused",
+            "Second answers to one request, refused (the first stands): a bug, should stay 0.",
+            registry=r,
+        )
         self.position_rewinds = Counter(
             f"{p}_position_rewinds",
             "Times the consumer handed out an offset it had already taken in the same assignment "

@@ -296,7 +296,10 @@ class WorkerSettings(BaseSettings):
         default=3, ge=0, description="Retries of a transient engine failure per task."
     )
     engine_retry_backoff_ms: int = Field(
-        default=500, ge=0, description="First retry back-off (doubles each time)."
+        default=500,
+        ge=0,
+        description="First retry back-off (doubles each time up to 30 s; each wait is jittered between half "
+        "and all of it).",
     )
     commit_interval_ms: int = Field(
         default=20,

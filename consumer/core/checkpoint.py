@@ -1,4 +1,6 @@
-"""Publishing answers and committing offsets, in the one order that loses nothing.
+"""Committing: publishing answers and committing offsets, in the one order that loses nothing.
+What the answers are — records, metrics, traces, the result index — is reporting
+(consumer/core/reporting.py).
 
 exactly_once (one Kafka transaction per checkpoint):
   1. take each partition's finished prefix (offset tracker);
@@ -26,63 +28,22 @@ at_least_once (cheaper: no transaction markers, plain consumers):
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from consumer.core.messages import Answer, DeadLetter, Job, OutboundRecord, TopicPartition
+from consumer.core.messages import Job, OutboundRecord, TopicPartition
 from consumer.core.offsets import Committable, OffsetTracker
-from consumer.errors import BrokerUnavailable, CacheUnavailable, FatalError, TransactionInDoubt
+from consumer.core.reporting import Reporter
+from consumer.errors import BrokerUnavailable, FatalError, TransactionInDoubt
 from consumer.metrics import Metrics
 from consumer.ports import ConsumerPort, ProducerPort, ResultIndex
 from consumer.settings import Guarantee
-from schemas import dlq
-from schemas.headers import TRACEPARENT
-from schemas.model import ErrorCode, SynthesisResult
+from schemas.model import SynthesisResult
 
 log = logging.getLogger(__name__)
-
-# Key, value and original headers of a dead letter stay under this, so that with the provenance
-# headers it fits librdkafka's default message.max.bytes (1,000,000) and any topic's default.
-DLQ_RECORD_BUDGET_BYTES = 990_000
-
-
-def _record_bytes(key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> int:
-    return len(key or b"") + len(value) + sum(len(k) + len(v) for k, v in headers)
-
-
-# Codes that mean "the caller sent something we will never accept" (reported as `invalid`).
-CLIENT_ERRORS = frozenset(
-    {
-        ErrorCode.INVALID_REQUEST,
-        ErrorCode.TEXT_TOO_LONG,
-        ErrorCode.UNSUPPORTED_LANGUAGE,
-        ErrorCode.UNSUPPORTED,
-        ErrorCode.VOICE_NOT_FOUND,
-        ErrorCode.VOICE_NOT_ALLOWED,
-        ErrorCode.VOICE_INVALID,
-        ErrorCode.REPLY_TOPIC_NOT_ALLOWED,
-    }
-)
-
-
-def outcome_label(job: Job) -> str:
-    outcome = job.outcome
-    if isinstance(outcome, DeadLetter):
-        return "dead_lettered"
-    assert isinstance(outcome, Answer)
-    result = outcome.result
-    if result.succeeded:
-        return "succeeded"
-    assert result.error is not None
-    if result.error.code is ErrorCode.EXPIRED:
-        return "expired"
-    if result.error.code in CLIENT_ERRORS:
-        return "invalid"
-    return "failed"
 
 
 @dataclass
@@ -112,14 +73,17 @@ class Checkpointer:
         self._producer = producer
         self._consumer = consumer
         self._guarantee = guarantee
-        self._encode_result = encode_result
-        self._dlq_topic = dlq_topic
-        self._worker_id = worker_id
         self._metrics = metrics
-        self._index = result_index if result_index_ttl_s > 0 else None
-        self._index_ttl_s = result_index_ttl_s
         self._unfinished_limit_s = unfinished_limit_s
         self._unfinished: _Unfinished | None = None
+        self.reporter = Reporter(
+            encode_result=encode_result,
+            dlq_topic=dlq_topic,
+            worker_id=worker_id,
+            metrics=metrics,
+            result_index=result_index,
+            result_index_ttl_s=result_index_ttl_s,
+        )
 
     @property
     def transactional(self) -> bool:
@@ -132,71 +96,12 @@ class Checkpointer:
                 job.span.end("abandoned", {})
             return  # revoked meanwhile: the partition's new owner answers it
         job.settled = True
-        label = outcome_label(job)
-        self._trace(job, label)
-        log.debug("answered", extra={**job.log_context(), "outcome": label})
-        self._metrics.requests_by[job.lane.value, label].inc()
-        if job.request is not None and isinstance(job.outcome, Answer):
-            seconds = max(0.0, time.time() - job.request.created_at_ms / 1000.0)
-            self._metrics.end_to_end_by[job.lane.value].observe(seconds)
-        if isinstance(job.outcome, DeadLetter):
-            self._metrics.dlq.labels(reason=job.outcome.reason).inc()
+        self.reporter.settled(job)
         if not self.transactional:
-            self._producer.produce(self.record_for(job))
-
-    def _trace(self, job: Job, label: str) -> None:
-        if job.span is None:
-            return
-        attributes: dict[str, str | int | bool] = {"tts.outcome": label}
-        if job.request is not None:
-            attributes["tts.request_id"] = job.request.request_id
-        if job.cache_key is not None:
-            attributes["tts.cache_key"] = job.cache_key
-        if isinstance(job.outcome, Answer):
-            attributes["tts.cache_hit"] = job.outcome.result.cache_hit
-            if job.outcome.result.error is not None:
-                attributes["tts.error_code"] = job.outcome.result.error.code.value
-        job.span.end(label, attributes)
+            self._producer.produce(self.reporter.record_for(job))
 
     def record_for(self, job: Job) -> OutboundRecord:
-        if job.record is None:
-            job.record = self._record(job)
-        return job.record
-
-    def _record(self, job: Job) -> OutboundRecord:
-        outcome = job.outcome
-        if isinstance(outcome, Answer):
-            result = outcome.result
-            headers = [(TRACEPARENT, result.traceparent.encode())] if result.traceparent else []
-            return OutboundRecord(
-                outcome.topic, result.request_id.encode(), self._encode_result(result, outcome.topic), headers
-            )
-        assert isinstance(outcome, DeadLetter)
-        message = job.message
-        provenance = {
-            dlq.SOURCE_TOPIC: message.topic,
-            dlq.SOURCE_PARTITION: str(message.partition),
-            dlq.SOURCE_OFFSET: str(message.offset),
-            dlq.SOURCE_TIMESTAMP: str(message.timestamp_ms or ""),
-            dlq.REASON: outcome.reason,
-            dlq.ERROR: outcome.error[:1000],
-            dlq.FAILED_AT: str(int(time.time() * 1000)),
-            dlq.WORKER: self._worker_id,
-            dlq.ATTEMPTS: str(outcome.attempts),
-        }
-        original = [(k, v) for k, v in message.headers if k not in provenance]
-        key, value = message.key, message.value or b""
-        if _record_bytes(key, value, original) > DLQ_RECORD_BUDGET_BYTES:
-            # The copy plus provenance would not fit in a Kafka message (the original was at the
-            # lane's size limit): publishing it would fail on every retry and stall the worker.
-            sizes = f"key {len(key or b'')} B, value {len(value)} B, {len(original)} headers"
-            provenance[dlq.TRUNCATED] = sizes
-            provenance[dlq.ORIGINAL_SHA256] = hashlib.sha256(value).hexdigest()
-            original = []
-            key = key[:1024] if key else key
-            value = value[: DLQ_RECORD_BUDGET_BYTES - len(key or b"")]
-        headers = original + [(k, v.encode("utf-8")) for k, v in provenance.items()]
-        return OutboundRecord(self._dlq_topic, key, value, headers)
+        return self.reporter.record_for(job)
 
     def commit(self, tracker: OffsetTracker) -> int:
         """Publish and commit every partition's finished prefix; returns the jobs committed.
@@ -218,7 +123,7 @@ class Checkpointer:
             try:
                 for item in items:
                     for job in item.jobs:
-                        self._producer.produce(self.record_for(job))
+                        self._producer.produce(self.reporter.record_for(job))
                 self._producer.send_offsets(offsets, self._consumer.group_metadata())
             except BrokerUnavailable:
                 self._abort(items)
@@ -239,7 +144,7 @@ class Checkpointer:
 
     def _release(self, tracker: OffsetTracker, items: list[Committable]) -> int:
         tracker.release(items)
-        self._index_results([job for item in items for job in item.jobs])
+        self.reporter.committed([job for item in items for job in item.jobs])
         count = sum(len(item.jobs) for item in items)
         log.debug("committed", extra={"jobs": count, "partitions": len(items)})
         return count
@@ -293,19 +198,3 @@ class Checkpointer:
             for tp, position in self._consumer.positions(complete).items():
                 offsets[tp] = max(offsets[tp], position)
         return offsets
-
-    def _index_results(self, jobs: list[Job]) -> None:
-        """After the commit: only results a read_committed subscriber can see are indexed."""
-        if self._index is None:
-            return
-        entries = []
-        for job in jobs:
-            if isinstance(job.outcome, Answer):
-                entries.append((job.outcome.result.request_id, self.record_for(job).value))
-        if not entries:
-            return
-        try:
-            self._index.record(entries, self._index_ttl_s)
-        except CacheUnavailable as exc:
-            self._metrics.dependency_errors.labels(dependency="redis").inc()
-            log.debug("result index not updated: %s", exc)

@@ -26,8 +26,6 @@ from schemas.model import ErrorCode
 
 log = logging.getLogger(__name__)
 
-RESOLUTION_RETRY_S = 0.5
-
 
 class Dispatcher:
     def __init__(
@@ -39,6 +37,9 @@ class Dispatcher:
         self._finisher = finisher
         self.inbound: queue.SimpleQueue[list[Job]] = queue.SimpleQueue()
         self._next_renewal = 0.0
+        # Consecutive outages, for the back-off: voice reads (S3) and claims (Redis, under `wait`).
+        self._resolution_failures = 0
+        self._claim_failures = 0
 
     def step(self) -> None:
         try:
@@ -90,8 +91,11 @@ class Dispatcher:
         if new_flights:
             self._claiming(self._claim, list(new_flights.values()))
         if retry:
-            self._ctx.sleep(RESOLUTION_RETRY_S)
+            self._resolution_failures += 1
+            self._ctx.sleep(self._ctx.config.retry.s3.delay_s(self._resolution_failures))
             self.inbound.put(retry)
+        else:
+            self._resolution_failures = 0
 
     def _flight_for(self, job: Job) -> Flight | None:
         """A new flight for the job; None when it was answered (its voice cannot be used) or
@@ -102,8 +106,7 @@ class Dispatcher:
         try:
             resolution = self._voices.resolve(request.voice)
         except VoiceResolutionError as exc:
-            job.outcome = ctx.results.failure(job, exc.code, exc.message)
-            ctx.answer([job])
+            ctx.answer([(job, ctx.results.failure(job, exc.code, exc.message))])
             return None
         lufs = (
             request.loudness_lufs if request.loudness_lufs is not None else ctx.config.default_loudness_lufs
@@ -170,7 +173,8 @@ class Dispatcher:
             ctx.metrics.lookups_by["error"].inc(len(flights))
             if ctx.config.cache_failure_policy is CacheFailurePolicy.WAIT:
                 log.warning("redis unavailable, waiting to claim %d keys: %s", len(flights), exc)
-                ctx.sleep(1.0)
+                self._claim_failures += 1
+                ctx.sleep(ctx.config.retry.redis.delay_s(self._claim_failures))
                 self.inbound.put([j for f in flights for j in f.jobs])
                 return
             log.warning("redis unavailable, synthesising %d keys without the cache: %s", len(flights), exc)
@@ -180,6 +184,7 @@ class Dispatcher:
             return
         finally:
             ctx.metrics.cache_latency.labels(operation="claim").observe(time.perf_counter() - started)
+        self._claim_failures = 0
         hits = sum(1 for claim in claims.values() if isinstance(claim, Hit))
         ctx.dedup.count_lookups(hits, len(flights) - hits)
         for flight in flights:
@@ -205,9 +210,7 @@ class Dispatcher:
     def _complete_from_cache(self, flight: Flight, audio: CachedAudio, *, on_board: bool) -> None:
         ctx = self._ctx
         jobs = ctx.board.finish(flight) if on_board else list(flight.jobs)
-        for job in jobs:
-            job.outcome = ctx.results.success(job, audio, cache_hit=True, synthesis_ms=0)
-        ctx.answer(jobs)
+        ctx.answer((job, ctx.results.success(job, audio, cache_hit=True, synthesis_ms=0)) for job in jobs)
 
     def _check_waiters(self) -> None:
         due = self._ctx.board.due_waiters(time.monotonic())

@@ -70,14 +70,14 @@ class Intake:
         )
         job.traceparent = job.span.context.traceparent
         if message.value is None:
-            job.outcome = DeadLetter(DecodeReason.EMPTY.value, "message has no value (tombstone)")
+            job.answer(DeadLetter(DecodeReason.EMPTY.value, "message has no value (tombstone)"))
             return job
         try:
             job.request = self._decode(message.value)
         except DecodeError as exc:
             if exc.retryable:
                 raise DecodeRetryLater(exc) from exc
-            job.outcome = DeadLetter(exc.reason.value, exc.detail)
+            job.answer(DeadLetter(exc.reason.value, exc.detail))
             return job
         self._check(job)
         return job
@@ -89,23 +89,27 @@ class Intake:
         if problems:
             first = problems[0]
             detail = "; ".join(str(p) for p in problems)
-            job.outcome = self._results.failure(job, ErrorCode(first.code), detail, allow_reply_topic=False)
+            job.answer(self._results.failure(job, ErrorCode(first.code), detail, allow_reply_topic=False))
             return
         if request.reply_topic and request.reply_topic not in self._policy.reply_topic_allowlist:
-            job.outcome = self._results.failure(
-                job,
-                ErrorCode.REPLY_TOPIC_NOT_ALLOWED,
-                f"reply_topic {request.reply_topic!r} is not on this deployment's allow-list",
-                allow_reply_topic=False,
+            job.answer(
+                self._results.failure(
+                    job,
+                    ErrorCode.REPLY_TOPIC_NOT_ALLOWED,
+                    f"reply_topic {request.reply_topic!r} is not on this deployment's allow-list",
+                    allow_reply_topic=False,
+                )
             )
             return
         unsupported = self.capability_problem(request)
         if unsupported is not None:
-            job.outcome = self._results.failure(job, unsupported[0], unsupported[1])
+            job.answer(self._results.failure(job, unsupported[0], unsupported[1]))
             return
         if self.expired(request):
-            job.outcome = self._results.failure(
-                job, ErrorCode.EXPIRED, "the request's deadline passed before it was taken"
+            job.answer(
+                self._results.failure(
+                    job, ErrorCode.EXPIRED, "the request's deadline passed before it was taken"
+                )
             )
 
     def expired(self, request: SynthesisRequest) -> bool:

@@ -21,6 +21,7 @@ from consumer.core.intake import DecodeRetryLater, Intake
 from consumer.core.messages import InboundMessage, Job, TopicPartition
 from consumer.core.offsets import OffsetTracker
 from consumer.core.pipeline import Pipeline, PipelineProgress
+from consumer.core.retry import RetryPolicies
 from consumer.errors import BrokerUnavailable
 from consumer.metrics import Metrics
 from consumer.ports import ConsumerPort
@@ -28,7 +29,6 @@ from schemas.topics import Lane
 
 log = logging.getLogger(__name__)
 
-DECODE_RETRY_S = 5.0
 LAG_REFRESH_S = 1.0
 # Reading a partition's committed offset when its first message arrives: how long one read may
 # block the loop, and how long the partition waits before the next try when it did not answer.
@@ -44,6 +44,7 @@ class LoopConfig:
     drain_timeout_s: float
     commit_interval_s: float
     interactive_backlog_jobs: int  # queued interactive jobs that count as a backlog
+    retry: RetryPolicies  # kafka: a failed checkpoint; registry: a message not decodable yet
     max_messages: int | None = None  # run mode: stop after answering this many
     idle_exit_s: float | None = None  # run mode: stop after this long with nothing to do
 
@@ -77,6 +78,9 @@ class WorkerLoop:
         self._next_lag_refresh = 0.0
         self._interactive_lag = 0
         self._commit_backoff_until = 0.0
+        # Consecutive failures, for the back-off: checkpoints, and decodes waiting on the registry.
+        self._commit_failures = 0
+        self._decode_failures = 0
         # Per partition, the highest offset taken since it was assigned: the consumer's position
         # only moves forward within an assignment unless we seek it back ourselves.
         self._taken_up_to: dict[TopicPartition, int] = {}
@@ -154,11 +158,14 @@ class WorkerLoop:
             try:
                 job = self._intake.take(message, lane)
             except DecodeRetryLater as exc:
-                log.warning("cannot decode yet, retrying %s in %.0fs: %s", tp, DECODE_RETRY_S, exc.error)
+                self._decode_failures += 1
+                delay_s = self._config.retry.registry.delay_s(self._decode_failures)
+                log.warning("cannot decode yet, retrying %s in %.1fs: %s", tp, delay_s, exc.error)
                 retry.add(tp)
                 self._consumer.seek(tp, message.offset)
-                self._flow.hold(tp, DECODE_RETRY_S)
+                self._flow.hold(tp, delay_s)
                 continue
+            self._decode_failures = 0
             self._tracker.track(job)
             self._taken_up_to[tp] = message.offset
             self._in_flight[lane] += 1
@@ -246,13 +253,18 @@ class WorkerLoop:
             committed = self._checkpointer.commit(self._tracker)
         except BrokerUnavailable as exc:
             self._metrics.dependency_errors.labels(dependency="kafka").inc()
-            log.warning("commit failed, will retry: %s", exc)
-            self._commit_backoff_until = now + 1.0
+            self._commit_failures += 1
+            delay_s = self._config.retry.kafka.delay_s(self._commit_failures)
+            log.warning("commit failed, will retry in %.2fs: %s", delay_s, exc)
+            self._commit_backoff_until = now + delay_s
             return
+        self._commit_failures = 0
         if committed:
             self._answered += committed
             self._in_flight = self._count_by_lane()
-            log.info(
+            # DEBUG: a checkpoint runs every TTS_COMMIT_INTERVAL_MS; commits are counted by
+            # tts_commit_duration_seconds instead.
+            log.debug(
                 "batch committed",
                 extra={
                     "committed": committed,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -12,6 +14,12 @@ from schemas.topics import Lane
 
 if TYPE_CHECKING:
     from consumer.core.tracing import Span
+
+log = logging.getLogger(__name__)
+
+# Makes "is it answered yet?" and the answer one step when two stages race for one job. Held
+# for a field check and an assignment: cheaper than a lock per job, never contended for long.
+_ANSWERING = threading.Lock()
 
 
 class TopicPartition(NamedTuple):
@@ -72,6 +80,14 @@ class DeadLetter:
 Outcome = Answer | DeadLetter
 
 
+def outcome_kind(outcome: Outcome) -> str:
+    """For logs: what kind of answer, never its text."""
+    if isinstance(outcome, DeadLetter):
+        return f"dead letter ({outcome.reason})"
+    error = outcome.result.error
+    return "succeeded" if error is None else f"failed ({error.code.value})"
+
+
 @dataclass(eq=False, slots=True)
 class Job:
     """One consumed message from intake to commit. Identity-compared: a job is one offset."""
@@ -85,8 +101,8 @@ class Job:
     span: Span | None = None
     cache_key: str | None = None
     attempts: int = 1
-    # Set by whichever thread answers the job...
-    outcome: Outcome | None = None
+    # Set once, by whichever thread answers the job (`answer`)...
+    _outcome: Outcome | None = field(default=None, init=False)
     # ...and only by the loop's thread once the answer is handed to the checkpointer: the
     # offset tracker looks at `settled`, so a commit can never overtake an unpublished answer.
     settled: bool = False
@@ -94,6 +110,25 @@ class Job:
     abandoned: bool = False
     # The answer as produced (encoded once: the result index reuses the same bytes).
     record: OutboundRecord | None = None
+
+    @property
+    def outcome(self) -> Outcome | None:
+        return self._outcome
+
+    def answer(self, outcome: Outcome) -> bool:
+        """The one way a job gets its answer: every request gets exactly one. A second answer is
+        refused and logged as the bug it is (False); the first stands, since it may already be
+        on its way to the caller."""
+        with _ANSWERING:
+            first = self._outcome
+            if first is None:
+                self._outcome = outcome
+                return True
+        log.error(
+            "a second answer to one request is refused; the first stands",
+            extra={**self.log_context(), "first": outcome_kind(first), "second": outcome_kind(outcome)},
+        )
+        return False
 
     @property
     def tp(self) -> TopicPartition:

@@ -7,12 +7,13 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from consumer.core.flights import Flight, FlightBoard, FlightState
-from consumer.core.messages import Job
+from consumer.core.messages import Job, Outcome
 from consumer.core.results import ResultFactory
+from consumer.core.retry import RetryPolicies
 from consumer.engine import BatchLimits, FailureKind, TaskFailure
 from consumer.errors import CacheUnavailable, FatalError, StageFailed
 from consumer.metrics import Metrics
@@ -36,14 +37,10 @@ class PipelineConfig:
     batch_limits: BatchLimits
     batch_max_wait_s: float
     engine_max_retries: int
-    engine_retry_backoff_s: float
+    retry: RetryPolicies
     poison_max_attempts: int
     finish_threads: int = 2
     wait_poll_s: float = 0.05
-
-
-def backoff_s(attempt: int, base_s: float = 0.2, cap_s: float = 5.0) -> float:
-    return float(min(cap_s, base_s * (2 ** max(0, attempt - 1))))
 
 
 @dataclass
@@ -75,16 +72,22 @@ class StageContext:
         """Wait up to `seconds`; True when the pipeline is stopping."""
         return self.stopping.wait(seconds)
 
-    def answer(self, jobs: Sequence[Job]) -> None:
-        for job in jobs:
-            self.completed.put(job)
-        if jobs:
+    def answer(self, answers: Iterable[tuple[Job, Outcome]]) -> None:
+        """Answer jobs and hand them to the loop: the stages' only way to answer. A job that
+        already has an answer keeps it (Job.answer refuses the second) and is not handed over
+        again; the refusal is counted (tts_answers_refused_total)."""
+        answered = False
+        for job, outcome in answers:
+            answered = True
+            if job.answer(outcome):
+                self.completed.put(job)
+            else:
+                self.metrics.answers_refused.inc()
+        if answered:
             self.advanced()
 
     def fail(self, jobs: Sequence[Job], code: ErrorCode, message: str, *, retryable: bool) -> None:
-        for job in jobs:
-            job.outcome = self.results.failure(job, code, message, retryable=retryable)
-        self.answer(jobs)
+        self.answer((job, self.results.failure(job, code, message, retryable=retryable)) for job in jobs)
 
     def release(self, flights: Sequence[Flight]) -> None:
         keys = [f.key for f in flights if f.leased]
@@ -130,14 +133,12 @@ class StageContext:
             self.retry_or_fail(flight, failure)
 
     def retry_or_fail(self, flight: Flight, failure: TaskFailure) -> None:
-        """A transient failure is retried with doubling back-off up to the limit; anything else
-        answers every job of the flight with a failed result."""
+        """A transient failure is retried with the engine's back-off up to the limit; anything
+        else answers every job of the flight with a failed result."""
         if failure.kind is FailureKind.TRANSIENT and flight.retries < self.config.engine_max_retries:
             flight.retries += 1
             self.metrics.engine_retries.inc()
-            self.board.requeue(
-                flight, delay_s=self.config.engine_retry_backoff_s * (2 ** (flight.retries - 1))
-            )
+            self.board.requeue(flight, delay_s=self.config.retry.engine.delay_s(flight.retries))
             return
         try:
             code = ErrorCode(failure.code)

@@ -14,7 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from consumer.core.flights import Flight, FlightState
-from consumer.core.stage import StageContext, backoff_s, unexpected
+from consumer.core.stage import StageContext, unexpected
 from consumer.core.synthesis import Produced
 from consumer.engine import FailureKind, TaskFailure
 from consumer.errors import CacheUnavailable, FatalError, PermanentError, RetryableError
@@ -83,12 +83,16 @@ class StoreStage:
         self._write_cache(entries)
         for flight, cached in entries:
             jobs = self._ctx.board.finish(flight)
-            for index, job in enumerate(jobs):
-                # The first job paid for the synthesis; duplicates that rode along count as hits.
-                job.outcome = self._ctx.results.success(
-                    job, cached, cache_hit=index > 0, synthesis_ms=synthesis_ms if index == 0 else 0
+            # The first job paid for the synthesis; duplicates that rode along count as hits.
+            self._ctx.answer(
+                (
+                    job,
+                    self._ctx.results.success(
+                        job, cached, cache_hit=i > 0, synthesis_ms=synthesis_ms if i == 0 else 0
+                    ),
                 )
-            self._ctx.answer(jobs)
+                for i, job in enumerate(jobs)
+            )
 
     def _encode(self, produced: Produced) -> list[EncodedAudio] | None:
         try:
@@ -150,7 +154,7 @@ class StoreStage:
                 attempt += 1
                 ctx.metrics.dependency_errors.labels(dependency="s3").inc()
                 log.warning("%d uploads failed (attempt %d), retrying: %s", len(retry), attempt, errors[0])
-                if ctx.sleep(backoff_s(attempt)):
+                if ctx.sleep(ctx.config.retry.s3.delay_s(attempt)):
                     return []  # stopping: those jobs stay unanswered and are consumed again later
             pending = retry
         return stored
@@ -188,5 +192,5 @@ class StoreStage:
                 if ctx.config.cache_failure_policy is CacheFailurePolicy.FAIL_OPEN:
                     log.warning("redis unavailable; answering without caching the results: %s", exc)
                     return
-                if ctx.sleep(backoff_s(attempt)):
+                if ctx.sleep(ctx.config.retry.redis.delay_s(attempt)):
                     return

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from consumer.core.flights import Flight, FlightState
-from consumer.core.messages import DeadLetter, Job
+from consumer.core.messages import DeadLetter, Job, Outcome
 from consumer.core.stage import StageContext, unexpected
 from consumer.engine import (
     AudioBuffer,
@@ -149,10 +149,8 @@ class EngineStage:
             expired = [j for j in flight.jobs if j.request is not None and self._deadline_passed(j.request)]
             for job in expired:
                 flight.jobs.remove(job)
-                job.outcome = ctx.results.failure(
-                    job, ErrorCode.EXPIRED, "the deadline passed while the request was queued"
-                )
-            ctx.answer(expired)
+            late = "the deadline passed while the request was queued"
+            ctx.answer((job, ctx.results.failure(job, ErrorCode.EXPIRED, late)) for job in expired)
             if flight.jobs:
                 kept.append(flight)
             else:
@@ -179,18 +177,18 @@ class EngineStage:
             poisoned = [
                 j for j in flight.jobs if crashes.get(message_id(j), 0) >= ctx.config.poison_max_attempts
             ]
+            dead_letters: list[tuple[Job, Outcome]] = []
             for job in poisoned:
                 flight.jobs.remove(job)
                 count = crashes[message_id(job)]
-                job.outcome = DeadLetter(
-                    DlqReason.CRASH_LOOP.value, f"in the engine during {count} worker crashes", attempts=count
-                )
+                reason = f"in the engine during {count} worker crashes"
+                dead_letters.append((job, DeadLetter(DlqReason.CRASH_LOOP.value, reason, attempts=count)))
                 log.error(
                     "dead-lettering a message that crashed the worker %d times",
                     count,
                     extra=job.log_context(),
                 )
-            ctx.answer(poisoned)
+            ctx.answer(dead_letters)
             if not flight.jobs:
                 ctx.board.finish(flight)
                 ctx.release([flight])

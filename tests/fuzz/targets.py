@@ -103,7 +103,7 @@ class IntakeTarget:
         if outcome is None:
             assert job.request is not None
             self._check_accepted(job.request)
-            job.outcome = self.factory.success(job, _AUDIO, cache_hit=False, synthesis_ms=12)
+            job.answer(self.factory.success(job, _AUDIO, cache_hit=False, synthesis_ms=12))
             self._check_publishable(self.checkpointer.record_for(job).value, job.request.request_id)
             return Outcome("accepted")
         record = self.checkpointer.record_for(job)

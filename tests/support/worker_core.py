@@ -11,10 +11,11 @@ from typing import Any
 
 from consumer.core.messages import Answer, InboundMessage, Job, TopicPartition
 from consumer.core.results import ResultFactory
+from consumer.core.retry import RetryPolicies
 from consumer.core.stage import PipelineConfig
 from consumer.engine import BatchLimits
 from consumer.ports import Acquired, CachedAudio, Claim, HeldElsewhere, Hit
-from consumer.settings import CacheFailurePolicy
+from consumer.settings import CacheFailurePolicy, WorkerSettings
 from schemas.model import ErrorCode, PresetVoice, SynthesisRequest, now_ms
 from schemas.topics import Lane
 
@@ -46,6 +47,11 @@ def request_job(offset: int, **fields: Any) -> Job:
     return made
 
 
+def retry_policies() -> RetryPolicies:
+    """The worker's policies, with engine retries at once (the fakes fail on purpose)."""
+    return RetryPolicies.from_settings(WorkerSettings(engine_retry_backoff_ms=0))
+
+
 def pipeline_config(**overrides: Any) -> PipelineConfig:
     config = PipelineConfig(
         instance_id="w",
@@ -59,7 +65,7 @@ def pipeline_config(**overrides: Any) -> PipelineConfig:
         batch_limits=BatchLimits(8, 1000),
         batch_max_wait_s=0.0,
         engine_max_retries=1,
-        engine_retry_backoff_s=0.0,
+        retry=retry_policies(),
         poison_max_attempts=2,
     )
     return dataclasses.replace(config, **overrides)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from consumer.core.checkpoint import Checkpointer, outcome_label
+from consumer.core.checkpoint import Checkpointer
 from consumer.core.dispatch import Dispatcher
 from consumer.core.flights import Flight, FlightBoard, FlightState
 from consumer.core.flow import FlowController, FlowInputs
@@ -29,6 +29,7 @@ from consumer.core.messages import (
 )
 from consumer.core.offsets import OffsetTracker
 from consumer.core.pipeline import Pipeline, PipelineProgress
+from consumer.core.reporting import outcome_label
 from consumer.core.stage import StageContext
 from consumer.core.storage import StoreStage
 from consumer.core.tracing import child_span, parse_traceparent
@@ -47,7 +48,7 @@ from schemas.topics import Lane
 from schemas.validation import RequestLimits
 from tests.support.fakes import PresetResolver, TrippingResolver, WavFinisher
 from tests.support.memory_store import MemoryObjectStore
-from tests.support.worker_core import TP, MemoryRedis
+from tests.support.worker_core import TP, MemoryRedis, retry_policies
 from tests.support.worker_core import failure_of as _failure
 from tests.support.worker_core import job as _job
 from tests.support.worker_core import pipeline_config as _pipeline_config
@@ -59,7 +60,7 @@ from tests.support.worker_core import wait_for as _wait_for
 
 
 def _settle(job: Job) -> None:
-    job.outcome = DeadLetter("X", "y")
+    job.answer(DeadLetter("X", "y"))
     job.settled = True
 
 
@@ -407,7 +408,7 @@ class FakeProducer:
 
 def _answered_job(offset: int) -> Job:
     job = _request_job(offset)
-    job.outcome = _results().failure(job, ErrorCode.EXPIRED, "late")
+    job.answer(_results().failure(job, ErrorCode.EXPIRED, "late"))
     return job
 
 
@@ -471,7 +472,7 @@ def test_dead_letters_keep_the_original_bytes_and_say_where_they_came_from() -> 
     producer, consumer = FakeProducer(), FakeConsumer()
     checkpoint = _checkpointer(producer, consumer, Guarantee.AT_LEAST_ONCE)
     job = Job(InboundMessage("req", 3, 42, b"key", b"\x00bytes", headers=[("traceparent", b"t")]), Lane.BULK)
-    job.outcome = DeadLetter("BAD_MAGIC", "first byte")
+    job.answer(DeadLetter("BAD_MAGIC", "first byte"))
     checkpoint.settle(job)
     (record,) = producer.records
     headers = dict(record.headers)
@@ -780,6 +781,7 @@ def _worker_loop(
         drain_timeout_s=0.5,
         commit_interval_s=0.0,
         interactive_backlog_jobs=8,
+        retry=retry_policies(),
     )
     checkpointer = _checkpointer(FakeProducer(), consumer, Guarantee.AT_LEAST_ONCE)
     return WorkerLoop(

@@ -26,6 +26,7 @@ from consumer.settings import Guarantee
 from schemas.codec import request_codec
 from schemas.model import ErrorCode, PresetVoice, SynthesisRequest, now_ms
 from schemas.validation import RequestLimits
+from tests.support.worker_core import retry_policies
 
 TP = TopicPartition("req", 0)
 RESULTS = ResultFactory(engine="null", model_version="m", worker_id="w", results_topic="res")
@@ -179,7 +180,7 @@ class InstantPipeline:
 
     def submit(self, jobs: list[Job]) -> None:
         for job in jobs:
-            job.outcome = RESULTS.failure(job, ErrorCode.ENGINE_ERROR, "instant")
+            job.answer(RESULTS.failure(job, ErrorCode.ENGINE_ERROR, "instant"))
         self._done.extend(jobs)
 
     def completed(self) -> list[Job]:
@@ -217,7 +218,7 @@ class HeldPipeline(InstantPipeline):
         done = [job for job in self.held if job.message.offset in self.released]
         self.held = [job for job in self.held if job not in done]
         for job in done:
-            job.outcome = RESULTS.failure(job, ErrorCode.ENGINE_ERROR, "finished late")
+            job.answer(RESULTS.failure(job, ErrorCode.ENGINE_ERROR, "finished late"))
         return done
 
     def progress(self) -> PipelineProgress:
@@ -237,7 +238,7 @@ def _message(offset: int) -> InboundMessage:
 def _job(offset: int) -> Job:
     job = Job(_message(offset), Lane.INTERACTIVE)
     job.request = _request(offset)
-    job.outcome = RESULTS.failure(job, ErrorCode.ENGINE_ERROR, "done")
+    job.answer(RESULTS.failure(job, ErrorCode.ENGINE_ERROR, "done"))
     job.settled = True
     return job
 
@@ -351,6 +352,7 @@ def _loop(
         drain_timeout_s=0.2,
         commit_interval_s=0.0,
         interactive_backlog_jobs=8,
+        retry=retry_policies(),
         idle_exit_s=0.3,
     )
     intake = Intake(
