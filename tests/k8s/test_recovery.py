@@ -44,7 +44,8 @@ def test_workers_killed_under_load_lose_nothing_and_answer_nothing_twice(
         with SteadyLoad(kafka_config, topics["requests"], LOAD_PER_S, "kill") as load:
             time.sleep(15)
             # 1. the API's way: the pod object is gone at once, its process is killed
-            victim = release.ready_pods()[0]["metadata"]["name"]
+            victim_pod = release.ready_pods()[0]
+            victim, victim_uid = victim_pod["metadata"]["name"], victim_pod["metadata"]["uid"]
             killed_at = time.monotonic()
             cluster.kubectl(
                 "-n",
@@ -56,8 +57,6 @@ def test_workers_killed_under_load_lose_nothing_and_answer_nothing_twice(
                 "--force",
                 "--wait=false",
             )
-
-            victim_uid = next(p["metadata"]["uid"] for p in release.pods() if p["metadata"]["name"] == victim)
 
             def replaced() -> bool:
                 # The StatefulSet recreates the victim under its own name, so the replacement's
