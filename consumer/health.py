@@ -55,11 +55,13 @@ class HealthState:
         self._pipeline_moved_at: float | None = None
         self._checks = checks or {}
         self._interval_s = check_interval_s
-        self._status: dict[str, bool] = dict.fromkeys(self._checks, False)
+        # None until a check has run: "unchecked" in the body rather than a "down" nobody saw.
+        self._status: dict[str, bool | None] = dict.fromkeys(self._checks)
         self._started = False
         self._loop_running = False
         self._last_beat = clock()
         self._stop = threading.Event()
+        self._wake = threading.Event()  # a new check runs now, not at the next interval
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ updates
@@ -67,7 +69,8 @@ class HealthState:
     def add_check(self, name: str, check: DependencyCheck) -> None:
         with self._lock:
             self._checks = {**self._checks, name: check}
-            self._status.setdefault(name, False)
+            self._status.setdefault(name, None)
+        self._wake.set()
 
     def mark_started(self) -> None:
         self._started = True
@@ -94,7 +97,7 @@ class HealthState:
         self._pipeline_moved_at = max(arrived, now - pipeline.idle_s)
 
     def run_checks(self) -> None:
-        results = {}
+        results: dict[str, bool] = {}
         with self._lock:
             checks = dict(self._checks)
         for name, check in checks.items():
@@ -104,7 +107,7 @@ class HealthState:
                 results[name] = False
         with self._lock:
             changed = {k: v for k, v in results.items() if self._status.get(k) != v}
-            self._status = results
+            self._status.update(results)  # a check added meanwhile keeps its "unchecked"
         for name, ok in changed.items():
             (log.info if ok else log.warning)(
                 "dependency %s is %s", name, "reachable" if ok else "unreachable"
@@ -116,13 +119,15 @@ class HealthState:
     def start_checker(self) -> None:
         def loop() -> None:
             while not self._stop.is_set():
+                self._wake.clear()
                 self.run_checks()
-                self._stop.wait(self._interval_s)
+                self._wake.wait(self._interval_s)
 
         threading.Thread(target=loop, name="health-checks", daemon=True).start()
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
 
     # ------------------------------------------------------------------ verdicts
 
@@ -148,8 +153,12 @@ class HealthState:
             status = dict(self._status)
         ok = self._started and self._loop_running
         detail: dict[str, Any] = {"started": self._started, "loop_running": self._loop_running}
-        detail.update({name: "ok" if up else "down" for name, up in status.items()})
+        detail.update({name: _dependency_word(up) for name, up in status.items()})
         return ok, detail
+
+
+def _dependency_word(up: bool | None) -> str:
+    return "unchecked" if up is None else "ok" if up else "down"
 
 
 class HealthServer:

@@ -914,6 +914,30 @@ def test_readiness_is_this_pods_state_and_dependencies_show_in_a_gauge() -> None
     assert not health.ready()[0], "a loop that stopped is this pod's own state"
 
 
+def test_a_dependency_not_yet_checked_reads_unchecked_and_a_new_check_runs_at_once() -> None:
+    """Readiness no longer waits on the checks, so a body read before the first one must not
+    claim an outage nobody saw; a check added late (Kafka, once its clients exist) runs now,
+    not a whole interval later."""
+    metrics = Metrics()
+    health = HealthState(metrics, liveness_stall_s=60, checks={"redis": lambda: True}, check_interval_s=3600)
+    health.add_check("kafka", lambda: True)
+    assert health.ready()[1]["kafka"] == "unchecked"
+    health.start_checker()
+    try:
+        _wait_for(lambda: health.ready()[1]["redis"] == "ok", "the first round of checks")
+        checked = threading.Event()
+
+        def s3_check() -> bool:
+            checked.set()
+            return True
+
+        health.add_check("s3", s3_check)
+        assert checked.wait(10), "the new check ran before the hour-long interval was up"
+        _wait_for(lambda: health.ready()[1]["s3"] == "ok", "the new check's verdict")
+    finally:
+        health.stop()
+
+
 def test_work_waiting_on_another_worker_is_not_the_pipelines_own(
     pipelines: Callable[..., RunningPipeline],
 ) -> None:
