@@ -21,8 +21,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from consumer.core.flights import Flight, FlightState
-from consumer.core.stage import StageContext, unexpected
+from consumer.core.flights import Flight, FlightBoard, FlightState
+from consumer.core.stage import Answers, Leases, PipelineConfig, Settlement, StageRunner, unexpected
 from consumer.core.synthesis import EngineStage, Produced, message_id
 from consumer.engine import (
     AudioBuffer,
@@ -35,6 +35,7 @@ from consumer.engine import (
     TaskOutcome,
 )
 from consumer.errors import CacheUnavailable, FatalError
+from consumer.metrics import Metrics
 from consumer.ports import CrashLedger
 from schemas.model import SynthesisRequest
 
@@ -64,15 +65,31 @@ class _Running:
 class ContinuousEngineStage(EngineStage):
     def __init__(
         self,
-        ctx: StageContext,
+        config: PipelineConfig,
         *,
+        board: FlightBoard,
+        leases: Leases,
+        answers: Answers,
+        settlement: Settlement,
+        metrics: Metrics,
+        runner: StageRunner,
         engine: ContinuousEngine,
         crashes: CrashLedger,
         deadline_passed: Callable[[SynthesisRequest], bool],
         produced: Callable[[Produced, int], None],
     ) -> None:
         super().__init__(
-            ctx, engine=engine, crashes=crashes, deadline_passed=deadline_passed, produced=produced
+            config,
+            board=board,
+            leases=leases,
+            answers=answers,
+            settlement=settlement,
+            metrics=metrics,
+            runner=runner,
+            engine=engine,
+            crashes=crashes,
+            deadline_passed=deadline_passed,
+            produced=produced,
         )
         self._continuous = engine
         self._running: dict[Future[TaskOutcome], _Running] = {}
@@ -89,8 +106,8 @@ class ContinuousEngineStage(EngineStage):
         if room.max_items <= 0:
             self._await_one(_IDLE_S)
             return
-        config = self._ctx.config
-        batch = self._ctx.board.next_batch(
+        config = self._config
+        batch = self._board.next_batch(
             room, config.batch_max_wait_s, timeout_s=_POLL_S if self._running else _IDLE_S
         )
         if len(batch) == 1 and batch[0].quarantine and self._running:
@@ -123,7 +140,7 @@ class ContinuousEngineStage(EngineStage):
             raise
         except Exception as exc:  # as the batch stage: retried with back-off, then failed
             log.exception("engine stage failed to start a batch of %d", len(batch))
-            self._ctx.give_back(
+            self._settlement.give_back(
                 batch, FlightState.RUNNING, TaskFailure(FailureKind.TRANSIENT, unexpected(exc, "engine"))
             )
             return
@@ -133,7 +150,7 @@ class ContinuousEngineStage(EngineStage):
         for flight, future in zip(batch, futures, strict=True):
             self._running[future] = _Running(flight, group)
             future.add_done_callback(self._done.put)
-        self._ctx.metrics.engine_tasks.set(len(self._running))
+        self._metrics.engine_tasks.set(len(self._running))
 
     # ------------------------------------------------------------------ taking back --
 
@@ -157,7 +174,7 @@ class ContinuousEngineStage(EngineStage):
         if not finished:
             return
         now = time.perf_counter()
-        self._ctx.advanced()  # the engine answered: whatever it said, it is not hung
+        self._runner.advanced()  # the engine answered: whatever it said, it is not hung
         produced: Produced = []
         spent_ms: list[float] = []
         fatal: FatalError | None = None
@@ -173,10 +190,10 @@ class ContinuousEngineStage(EngineStage):
                 produced.append((running.flight, outcome))
                 spent_ms.append((now - running.started) * 1000)
             elif outcome is not None:
-                self._ctx.retry_or_fail(running.flight, outcome)
+                self._settlement.retry_or_fail(running.flight, outcome)
             if running.group.left == 0:
                 self._observe(running.group.size, now - running.group.started, running.group.audio_s)
-        self._ctx.metrics.engine_tasks.set(len(self._running))
+        self._metrics.engine_tasks.set(len(self._running))
         self._account_busy(now)
         self._update_crash_watch()
         if produced:
@@ -193,10 +210,10 @@ class ContinuousEngineStage(EngineStage):
             raise
         except (EngineOutOfMemory, EngineBatchFailed) as exc:
             if flight.quarantine:  # it already ran alone
-                self._ctx.retry_or_fail(flight, TaskFailure(FailureKind.TRANSIENT, str(exc)))
+                self._settlement.retry_or_fail(flight, TaskFailure(FailureKind.TRANSIENT, str(exc)))
             else:
                 log.warning("engine task failed with its batch (%s); retrying it alone", type(exc).__name__)
-                self._ctx.board.requeue(flight, quarantine=True)
+                self._board.requeue(flight, quarantine=True)
             return None
         except EngineError as exc:
             return TaskFailure(FailureKind.TRANSIENT, str(exc))
@@ -210,17 +227,17 @@ class ContinuousEngineStage(EngineStage):
         busy = now - self._busy_since
         self._busy_since = None
         self.busy_s += busy
-        self._ctx.metrics.engine_busy_seconds.inc(busy)
+        self._metrics.engine_busy_seconds.inc(busy)
 
     def _update_crash_watch(self) -> None:
         """The crash ledger holds what is inside the engine now."""
         try:
             if self._running:
-                self._crashes.begin(self._ctx.config.instance_id, self._in_engine())
+                self._crashes.begin(self._config.instance_id, self._in_engine())
             else:
-                self._crashes.end(self._ctx.config.instance_id)
+                self._crashes.end(self._config.instance_id)
         except CacheUnavailable:
-            self._ctx.metrics.dependency_errors.labels(dependency="redis").inc()
+            self._metrics.dependency_errors.labels(dependency="redis").inc()
 
     def _in_engine(self) -> Sequence[str]:
         return [message_id(j) for r in self._running.values() for j in r.flight.jobs]

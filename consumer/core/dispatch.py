@@ -14,11 +14,12 @@ import queue
 import time
 from collections.abc import Callable
 
-from consumer.core.flights import Flight, FlightState
+from consumer.core.flights import Flight, FlightBoard, FlightState
 from consumer.core.messages import Job
-from consumer.core.stage import StageContext, unexpected
+from consumer.core.stage import Answers, Leases, PipelineConfig, StageRunner, unexpected
 from consumer.engine import SynthesisTask
 from consumer.errors import CacheUnavailable, FatalError, RetryableError, VoiceResolutionError
+from consumer.metrics import Metrics
 from consumer.ports import Acquired, AudioFinisher, CachedAudio, FinishSpec, HeldElsewhere, Hit, VoiceResolver
 from consumer.settings import CacheFailurePolicy
 from schemas.keys import CacheKeyInputs, cache_key, normalise_text
@@ -29,9 +30,24 @@ log = logging.getLogger(__name__)
 
 class Dispatcher:
     def __init__(
-        self, ctx: StageContext, *, engine_name: str, voices: VoiceResolver, finisher: AudioFinisher
+        self,
+        config: PipelineConfig,
+        *,
+        board: FlightBoard,
+        leases: Leases,
+        answers: Answers,
+        metrics: Metrics,
+        runner: StageRunner,
+        engine_name: str,
+        voices: VoiceResolver,
+        finisher: AudioFinisher,
     ) -> None:
-        self._ctx = ctx
+        self._config = config
+        self._board = board
+        self._leases = leases
+        self._answers = answers
+        self._metrics = metrics
+        self._runner = runner
         self._engine_name = engine_name
         self._voices = voices
         self._finisher = finisher
@@ -58,7 +74,7 @@ class Dispatcher:
 
     def _timeout(self) -> float:
         now = time.monotonic()
-        nearest = min(self._next_renewal, self._ctx.board.next_waiter_check() or now + 0.1)
+        nearest = min(self._next_renewal, self._board.next_waiter_check() or now + 0.1)
         return max(0.001, min(0.1, nearest - now))
 
     def _dispatch(self, jobs: list[Job]) -> None:
@@ -78,21 +94,21 @@ class Dispatcher:
                 # it only, and the outages met on the way arrive as RetryableError above; any
                 # other error would come back on every retry while its neighbours go on.
                 log.exception("dispatching a request failed", extra=job.log_context())
-                self._ctx.fail([job], ErrorCode.INTERNAL, unexpected(exc, "dispatcher"), retryable=False)
+                self._answers.fail([job], ErrorCode.INTERNAL, unexpected(exc, "dispatcher"), retryable=False)
                 continue
             if flight is None:
                 continue  # answered already, or joined a flight in progress
             existing = new_flights.get(flight.key)
             if existing is not None:
                 existing.jobs.append(job)
-                self._ctx.metrics.coalesced.inc()
+                self._metrics.coalesced.inc()
             else:
                 new_flights[flight.key] = flight
         if new_flights:
             self._claiming(self._claim, list(new_flights.values()))
         if retry:
             self._resolution_failures += 1
-            self._ctx.sleep(self._ctx.config.retry.s3.delay_s(self._resolution_failures))
+            self._runner.sleep(self._config.retry.s3.delay_s(self._resolution_failures))
             self.inbound.put(retry)
         else:
             self._resolution_failures = 0
@@ -100,29 +116,28 @@ class Dispatcher:
     def _flight_for(self, job: Job) -> Flight | None:
         """A new flight for the job; None when it was answered (its voice cannot be used) or
         when it joined a flight already in progress for its key."""
-        ctx = self._ctx
         request = job.request
         assert request is not None
         try:
             resolution = self._voices.resolve(request.voice)
         except VoiceResolutionError as exc:
-            ctx.answer([(job, ctx.results.failure(job, exc.code, exc.message))])
+            self._answers.fail([job], exc.code, exc.message, retryable=False)
             return None
         lufs = (
-            request.loudness_lufs if request.loudness_lufs is not None else ctx.config.default_loudness_lufs
+            request.loudness_lufs if request.loudness_lufs is not None else self._config.default_loudness_lufs
         )
         key = cache_key(
             CacheKeyInputs.for_request(
                 request,
                 engine=self._engine_name,
-                model_version=ctx.config.model_version,
+                model_version=self._config.model_version,
                 voice=resolution.key_voice,
                 postprocess=self._finisher.profile(lufs),
             )
         )
         job.cache_key = key
-        if ctx.board.attach(key, job):
-            ctx.metrics.coalesced.inc()
+        if self._board.attach(key, job):
+            self._metrics.coalesced.inc()
             return None
         task = SynthesisTask(
             key=key,
@@ -155,7 +170,7 @@ class Dispatcher:
             self._synthesise_here(flights)
 
     def _synthesise_here(self, flights: list[Flight]) -> None:
-        board = self._ctx.board
+        board = self._board
         for flight in board.holding(flights, FlightState.WAITING):
             board.requeue(flight)
         for flight in flights:
@@ -164,72 +179,69 @@ class Dispatcher:
                 board.add(flight)
 
     def _claim(self, flights: list[Flight]) -> None:
-        ctx = self._ctx
         started = time.perf_counter()
         try:
-            claims = ctx.dedup.claim([f.key for f in flights], ctx.owner, ctx.config.lease_ttl_ms)
+            claims = self._leases.claim([f.key for f in flights])
         except CacheUnavailable as exc:
-            ctx.metrics.dependency_errors.labels(dependency="redis").inc()
-            ctx.metrics.lookups_by["error"].inc(len(flights))
-            if ctx.config.cache_failure_policy is CacheFailurePolicy.WAIT:
+            self._metrics.dependency_errors.labels(dependency="redis").inc()
+            self._metrics.lookups_by["error"].inc(len(flights))
+            if self._config.cache_failure_policy is CacheFailurePolicy.WAIT:
                 log.warning("redis unavailable, waiting to claim %d keys: %s", len(flights), exc)
                 self._claim_failures += 1
-                ctx.sleep(ctx.config.retry.redis.delay_s(self._claim_failures))
+                self._runner.sleep(self._config.retry.redis.delay_s(self._claim_failures))
                 self.inbound.put([j for f in flights for j in f.jobs])
                 return
             log.warning("redis unavailable, synthesising %d keys without the cache: %s", len(flights), exc)
-            ctx.metrics.cache_fail_open.inc(len(flights))
+            self._metrics.cache_fail_open.inc(len(flights))
             for flight in flights:
-                ctx.board.add(flight)
+                self._board.add(flight)
             return
         finally:
-            ctx.metrics.cache_latency.labels(operation="claim").observe(time.perf_counter() - started)
+            self._metrics.cache_latency.labels(operation="claim").observe(time.perf_counter() - started)
         self._claim_failures = 0
         hits = sum(1 for claim in claims.values() if isinstance(claim, Hit))
-        ctx.dedup.count_lookups(hits, len(flights) - hits)
+        self._leases.count_lookups(hits, len(flights) - hits)
         for flight in flights:
             claim = claims[flight.key]
             if isinstance(claim, Hit):
-                ctx.metrics.lookups_by["hit"].inc()
+                self._metrics.lookups_by["hit"].inc()
                 self._complete_from_cache(flight, claim.audio, on_board=False)
                 continue
-            ctx.metrics.lookups_by["miss"].inc()
+            self._metrics.lookups_by["miss"].inc()
             if isinstance(claim, Acquired):
                 flight.leased = True
-                ctx.board.add(flight)
+                self._board.add(flight)
             else:
                 assert isinstance(claim, HeldElsewhere)
-                ctx.metrics.singleflight_waits.inc(len(flight.jobs))
+                self._metrics.singleflight_waits.inc(len(flight.jobs))
                 flight.state = FlightState.WAITING
                 flight.next_check = time.monotonic() + self._wait_interval(claim)
-                ctx.board.add(flight)
+                self._board.add(flight)
 
     def _wait_interval(self, claim: HeldElsewhere) -> float:
-        return min(self._ctx.config.wait_poll_s, max(0.005, claim.expires_in_ms / 1000.0))
+        return min(self._config.wait_poll_s, max(0.005, claim.expires_in_ms / 1000.0))
 
     def _complete_from_cache(self, flight: Flight, audio: CachedAudio, *, on_board: bool) -> None:
-        ctx = self._ctx
-        jobs = ctx.board.finish(flight) if on_board else list(flight.jobs)
-        ctx.answer((job, ctx.results.success(job, audio, cache_hit=True, synthesis_ms=0)) for job in jobs)
+        jobs = self._board.finish(flight) if on_board else list(flight.jobs)
+        self._answers.succeed(jobs, audio)
 
     def _check_waiters(self) -> None:
-        due = self._ctx.board.due_waiters(time.monotonic())
+        due = self._board.due_waiters(time.monotonic())
         if due:
             self._claiming(self._reclaim, due)
 
     def _reclaim(self, due: list[Flight]) -> None:
-        ctx = self._ctx
         try:
-            claims = ctx.dedup.claim([f.key for f in due], ctx.owner, ctx.config.lease_ttl_ms)
+            claims = self._leases.claim([f.key for f in due])
         except CacheUnavailable:
-            ctx.metrics.dependency_errors.labels(dependency="redis").inc()
-            fail_open = ctx.config.cache_failure_policy is CacheFailurePolicy.FAIL_OPEN
+            self._metrics.dependency_errors.labels(dependency="redis").inc()
+            fail_open = self._config.cache_failure_policy is CacheFailurePolicy.FAIL_OPEN
             for flight in due:
                 if fail_open:
-                    ctx.metrics.cache_fail_open.inc()
-                    ctx.board.requeue(flight)
+                    self._metrics.cache_fail_open.inc()
+                    self._board.requeue(flight)
                 else:
-                    ctx.board.wait_elsewhere(flight, 1.0)
+                    self._board.wait_elsewhere(flight, 1.0)
             return
         for flight in due:
             claim = claims[flight.key]
@@ -237,30 +249,29 @@ class Dispatcher:
                 self._complete_from_cache(flight, claim.audio, on_board=True)
             elif isinstance(claim, Acquired):
                 # The holder's lease expired without a result: it died. Take over.
-                ctx.metrics.singleflight_takeovers.inc()
+                self._metrics.singleflight_takeovers.inc()
                 flight.leased = True
-                ctx.board.requeue(flight)
+                self._board.requeue(flight)
             else:
                 assert isinstance(claim, HeldElsewhere)
-                ctx.board.wait_elsewhere(flight, self._wait_interval(claim))
+                self._board.wait_elsewhere(flight, self._wait_interval(claim))
 
     def _renew_leases(self) -> None:
-        ctx = self._ctx
         now = time.monotonic()
         if now < self._next_renewal:
             return
-        self._next_renewal = now + ctx.config.lease_ttl_ms / 3000.0
-        keys = ctx.board.held_keys()
+        self._next_renewal = now + self._config.lease_ttl_ms / 3000.0
+        keys = self._board.held_keys()
         if not keys:
             return
         try:
-            kept = ctx.dedup.renew(keys, ctx.owner, ctx.config.lease_ttl_ms)
+            kept = self._leases.renew(keys)
         except CacheUnavailable:
-            ctx.metrics.dependency_errors.labels(dependency="redis").inc()
+            self._metrics.dependency_errors.labels(dependency="redis").inc()
             return
         # A flight the store stage finished while this renewal was on its way gave its lease up
         # with its result (the completion deletes it): not a loss. Only keys still held count.
-        still_held = set(ctx.board.held_keys())
+        still_held = set(self._board.held_keys())
         lost = sum(1 for key in keys if key not in kept and key in still_held)
         if lost:
             # Someone took a lease we were too slow to renew; both may synthesise, which is

@@ -16,7 +16,6 @@ Finished jobs come back to the loop through `completed()`; nothing here touches 
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -24,9 +23,10 @@ from dataclasses import dataclass
 
 from consumer.core.continuous import ContinuousEngineStage
 from consumer.core.dispatch import Dispatcher
+from consumer.core.flights import FlightBoard
 from consumer.core.messages import Job, TopicPartition
 from consumer.core.results import ResultFactory
-from consumer.core.stage import PipelineConfig, StageContext
+from consumer.core.stage import Answers, Leases, PipelineConfig, Settlement, StageRunner
 from consumer.core.storage import StoreStage
 from consumer.core.synthesis import EngineStage
 from consumer.engine import ContinuousEngine, Engine
@@ -68,14 +68,52 @@ class Pipeline:
         deadline_passed: Callable[[SynthesisRequest], bool],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._ctx = StageContext(config=config, dedup=dedup, results=results, metrics=metrics, clock=clock)
-        self._dispatcher = Dispatcher(self._ctx, engine_name=engine.name, voices=voices, finisher=finisher)
-        self._store = StoreStage(self._ctx, engine_name=engine.name, finisher=finisher, store=store)
+        self._board = board = FlightBoard()
+        self._runner = runner = StageRunner(board, clock)
+        self._answers = answers = Answers(results, metrics, on_answer=runner.advanced)
+        self._leases = leases = Leases(dedup, config.instance_id, config.lease_ttl_ms)
+        settlement = Settlement(
+            board,
+            answers,
+            leases,
+            metrics,
+            max_retries=config.engine_max_retries,
+            backoff=config.retry.engine,
+        )
+        self._dispatcher = Dispatcher(
+            config,
+            board=board,
+            leases=leases,
+            answers=answers,
+            metrics=metrics,
+            runner=runner,
+            engine_name=engine.name,
+            voices=voices,
+            finisher=finisher,
+        )
+        self._store = StoreStage(
+            config,
+            board=board,
+            leases=leases,
+            answers=answers,
+            settlement=settlement,
+            metrics=metrics,
+            runner=runner,
+            engine_name=engine.name,
+            finisher=finisher,
+            store=store,
+        )
         # An engine that batches between its own steps is fed whenever it has room; any other
         # gets one batch at a time.
         if isinstance(engine, ContinuousEngine):
             self._engine: EngineStage = ContinuousEngineStage(
-                self._ctx,
+                config,
+                board=board,
+                leases=leases,
+                answers=answers,
+                settlement=settlement,
+                metrics=metrics,
+                runner=runner,
                 engine=engine,
                 crashes=crashes,
                 deadline_passed=deadline_passed,
@@ -83,7 +121,13 @@ class Pipeline:
             )
         else:
             self._engine = EngineStage(
-                self._ctx,
+                config,
+                board=board,
+                leases=leases,
+                answers=answers,
+                settlement=settlement,
+                metrics=metrics,
+                runner=runner,
                 engine=engine,
                 crashes=crashes,
                 deadline_passed=deadline_passed,
@@ -93,7 +137,7 @@ class Pipeline:
 
     @property
     def fatal(self) -> FatalError | None:
-        return self._ctx.fatal
+        return self._runner.fatal
 
     @property
     def engine_busy_s(self) -> float:
@@ -101,13 +145,12 @@ class Pipeline:
 
     def start(self) -> None:
         for name, step in (("dispatcher", self._dispatcher.step), ("engine", self._engine.step)):
-            thread = threading.Thread(target=self._ctx.forever, args=(name, step), name=name, daemon=True)
+            thread = threading.Thread(target=self._runner.forever, args=(name, step), name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        self._ctx.stopping.set()
-        self._ctx.board.close()
+        self._runner.stop()
         for thread in self._threads:
             thread.join(timeout_s)
         self._store.close()
@@ -119,26 +162,21 @@ class Pipeline:
             self._dispatcher.inbound.put(jobs)
 
     def completed(self) -> list[Job]:
-        out: list[Job] = []
-        while True:
-            try:
-                out.append(self._ctx.completed.get_nowait())
-            except queue.Empty:
-                return out
+        return self._answers.take()
 
     def progress(self) -> PipelineProgress:
-        ctx = self._ctx
-        return PipelineProgress(busy=ctx.board.working(), idle_s=ctx.clock() - ctx.last_progress)
+        runner = self._runner
+        return PipelineProgress(busy=self._board.working(), idle_s=runner.clock() - runner.last_progress)
 
     def pending_jobs(self, lane: Lane) -> int:
-        return self._ctx.board.pending_jobs(lane)
+        return self._board.pending_jobs(lane)
 
     def drop_partitions(self, tps: Sequence[TopicPartition], *, include_started: bool = False) -> None:
         """Revoked partitions: their work not yet in the engine is dropped and its leases released
         at once, so another worker can take over without waiting for the lease to expire. With
         `include_started` (after the drain window) running work stops answering them too."""
-        self._ctx.release(self._ctx.board.drop_partitions(tps, include_started=include_started))
+        self._leases.release(self._board.drop_partitions(tps, include_started=include_started))
 
     def abandon_queued(self) -> None:
         """Shutdown: give up everything not yet in the engine (leases released)."""
-        self._ctx.release(self._ctx.board.drain_all())
+        self._leases.release(self._board.drain_all())

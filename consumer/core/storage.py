@@ -13,11 +13,12 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from consumer.core.flights import Flight, FlightState
-from consumer.core.stage import StageContext, unexpected
+from consumer.core.flights import Flight, FlightBoard, FlightState
+from consumer.core.stage import Answers, Leases, PipelineConfig, Settlement, StageRunner, unexpected
 from consumer.core.synthesis import Produced
 from consumer.engine import FailureKind, TaskFailure
 from consumer.errors import CacheUnavailable, FatalError, PermanentError, RetryableError
+from consumer.metrics import Metrics
 from consumer.ports import AudioFinisher, CachedAudio, EncodedAudio, ObjectStore, PutObject
 from consumer.settings import CacheFailurePolicy
 
@@ -26,31 +27,48 @@ log = logging.getLogger(__name__)
 
 class StoreStage:
     def __init__(
-        self, ctx: StageContext, *, engine_name: str, finisher: AudioFinisher, store: ObjectStore
+        self,
+        config: PipelineConfig,
+        *,
+        board: FlightBoard,
+        leases: Leases,
+        answers: Answers,
+        settlement: Settlement,
+        metrics: Metrics,
+        runner: StageRunner,
+        engine_name: str,
+        finisher: AudioFinisher,
+        store: ObjectStore,
     ) -> None:
-        self._ctx = ctx
+        self._config = config
+        self._board = board
+        self._leases = leases
+        self._answers = answers
+        self._settlement = settlement
+        self._metrics = metrics
+        self._runner = runner
         self._engine_name = engine_name
         self._finisher = finisher
         self._store = store
         # Two batches in parallel: one being encoded while another waits on storage.
-        self._pool = ThreadPoolExecutor(ctx.config.finish_threads, thread_name_prefix="store")
+        self._pool = ThreadPoolExecutor(self._config.finish_threads, thread_name_prefix="store")
         # Back-pressure on the engine: a batch waiting here holds its raw audio. When storage is
         # slower than the engine, at most this many batches wait (being stored or queued), not
         # every batch the in-flight budget lets in: the soak's null engine, faster than S3, held
         # 1.3 GB of audio without it. A GPU slower than storage never waits on this.
-        self._slots = threading.Semaphore(2 * ctx.config.finish_threads)
+        self._slots = threading.Semaphore(2 * self._config.finish_threads)
 
     def submit(self, produced: Produced, synthesis_ms: int) -> None:
         """Called by the engine stage: the engine moves on to its next batch at once, unless
         storage is already that far behind (then it waits for a slot)."""
         while not self._slots.acquire(timeout=0.1):
-            if self._ctx.stopping.is_set():
+            if self._runner.stopping.is_set():
                 return  # shutting down: like a queued batch the pool cancels, it stays uncommitted
         self._pool.submit(self._store_then_free_slot, produced, synthesis_ms)
 
     def _store_then_free_slot(self, produced: Produced, synthesis_ms: int) -> None:
         try:
-            self._ctx.contain("store", self._store_or_give_back, produced, synthesis_ms)
+            self._runner.contain("store", self._store_or_give_back, produced, synthesis_ms)
         finally:
             self._slots.release()
 
@@ -66,7 +84,7 @@ class StoreStage:
             # the choice already made for a post-processing failure.
             log.exception("storing a batch of %d failed", len(produced))
             failure = TaskFailure(FailureKind.INVALID, unexpected(exc, "store"), "INTERNAL")
-            self._ctx.give_back([flight for flight, _ in produced], FlightState.STORING, failure)
+            self._settlement.give_back([flight for flight, _ in produced], FlightState.STORING, failure)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -82,17 +100,9 @@ class StoreStage:
         entries = [(flight, self._cached(flight, audio)) for flight, audio in stored]
         self._write_cache(entries)
         for flight, cached in entries:
-            jobs = self._ctx.board.finish(flight)
+            jobs = self._board.finish(flight)
             # The first job paid for the synthesis; duplicates that rode along count as hits.
-            self._ctx.answer(
-                (
-                    job,
-                    self._ctx.results.success(
-                        job, cached, cache_hit=i > 0, synthesis_ms=synthesis_ms if i == 0 else 0
-                    ),
-                )
-                for i, job in enumerate(jobs)
-            )
+            self._answers.succeed(jobs, cached, synthesis_ms=synthesis_ms)
 
     def _encode(self, produced: Produced) -> list[EncodedAudio] | None:
         try:
@@ -102,13 +112,13 @@ class StoreStage:
         except Exception as exc:  # a finisher bug or unencodable audio must answer, not hang
             log.exception("post-processing failed for %d items", len(produced))
             for flight, _ in produced:
-                self._ctx.retry_or_fail(
+                self._settlement.retry_or_fail(
                     flight, TaskFailure(FailureKind.INVALID, f"post-processing failed: {exc}", "INTERNAL")
                 )
             return None
 
     def _object(self, flight: Flight, audio: EncodedAudio) -> PutObject:
-        config = self._ctx.config
+        config = self._config
         extension = flight.spec.output_format.extension
         return PutObject(
             key=f"{config.audio_prefix}sha256/{audio.sha256[:2]}/{audio.sha256}.{extension}",
@@ -127,15 +137,14 @@ class StoreStage:
         self, flights: list[Flight], encoded: list[EncodedAudio]
     ) -> list[tuple[Flight, EncodedAudio]]:
         """Upload everything; retry what failed for an outage until it succeeds (or we stop)."""
-        ctx = self._ctx
         pending = list(zip(flights, encoded, strict=True))
         stored: list[tuple[Flight, EncodedAudio]] = []
         attempt = 0
         while pending:
             started = time.perf_counter()
-            errors = self._store.put_many(ctx.config.audio_bucket, [self._object(f, a) for f, a in pending])
-            ctx.metrics.storage_latency.labels(operation="put").observe(time.perf_counter() - started)
-            ctx.advanced()  # an S3 outage retried here is not a hang
+            errors = self._store.put_many(self._config.audio_bucket, [self._object(f, a) for f, a in pending])
+            self._metrics.storage_latency.labels(operation="put").observe(time.perf_counter() - started)
+            self._runner.advanced()  # an S3 outage retried here is not a hang
             retry: list[tuple[Flight, EncodedAudio]] = []
             for item, error in zip(pending, errors, strict=True):
                 if error is None:
@@ -143,7 +152,7 @@ class StoreStage:
                 elif isinstance(error, FatalError):
                     raise error
                 elif isinstance(error, PermanentError):
-                    ctx.retry_or_fail(
+                    self._settlement.retry_or_fail(
                         item[0],
                         TaskFailure(FailureKind.INVALID, f"storing the audio failed: {error}", "INTERNAL"),
                     )
@@ -152,15 +161,15 @@ class StoreStage:
                     retry.append(item)
             if retry:
                 attempt += 1
-                ctx.metrics.dependency_errors.labels(dependency="s3").inc()
+                self._metrics.dependency_errors.labels(dependency="s3").inc()
                 log.warning("%d uploads failed (attempt %d), retrying: %s", len(retry), attempt, errors[0])
-                if ctx.sleep(ctx.config.retry.s3.delay_s(attempt)):
+                if self._runner.sleep(self._config.retry.s3.delay_s(attempt)):
                     return []  # stopping: those jobs stay unanswered and are consumed again later
             pending = retry
         return stored
 
     def _cached(self, flight: Flight, audio: EncodedAudio) -> CachedAudio:
-        config = self._ctx.config
+        config = self._config
         return CachedAudio(
             uri=f"s3://{config.audio_bucket}/{self._object(flight, audio).key}",
             content_type=audio.content_type,
@@ -175,22 +184,23 @@ class StoreStage:
         )
 
     def _write_cache(self, entries: list[tuple[Flight, CachedAudio]]) -> None:
-        ctx = self._ctx
         attempt = 0
         while True:
             started = time.perf_counter()
             try:
-                ctx.dedup.complete_many([(f.key, c) for f, c in entries], ctx.owner, ctx.config.cache_ttl_s)
-                ctx.metrics.cache_latency.labels(operation="complete").observe(time.perf_counter() - started)
+                self._leases.complete([(f.key, c) for f, c in entries], self._config.cache_ttl_s)
+                self._metrics.cache_latency.labels(operation="complete").observe(
+                    time.perf_counter() - started
+                )
                 for flight, _ in entries:
                     flight.leased = False  # the completion deleted the lease: nothing left to renew
                 return
             except CacheUnavailable as exc:
-                ctx.advanced()  # a Redis outage retried here is not a hang
+                self._runner.advanced()  # a Redis outage retried here is not a hang
                 attempt += 1
-                ctx.metrics.dependency_errors.labels(dependency="redis").inc()
-                if ctx.config.cache_failure_policy is CacheFailurePolicy.FAIL_OPEN:
+                self._metrics.dependency_errors.labels(dependency="redis").inc()
+                if self._config.cache_failure_policy is CacheFailurePolicy.FAIL_OPEN:
                     log.warning("redis unavailable; answering without caching the results: %s", exc)
                     return
-                if ctx.sleep(ctx.config.retry.redis.delay_s(attempt)):
+                if self._runner.sleep(self._config.retry.redis.delay_s(attempt)):
                     return

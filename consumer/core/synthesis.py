@@ -13,9 +13,9 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from consumer.core.flights import Flight, FlightState
+from consumer.core.flights import Flight, FlightBoard, FlightState
 from consumer.core.messages import DeadLetter, Job, Outcome
-from consumer.core.stage import StageContext, unexpected
+from consumer.core.stage import Answers, Leases, PipelineConfig, Settlement, StageRunner, unexpected
 from consumer.engine import (
     AudioBuffer,
     Engine,
@@ -27,6 +27,7 @@ from consumer.engine import (
     TaskOutcome,
 )
 from consumer.errors import CacheUnavailable, FatalError
+from consumer.metrics import Metrics
 from consumer.ports import CrashLedger
 from schemas.dlq import DlqReason
 from schemas.model import ErrorCode, SynthesisRequest
@@ -43,14 +44,26 @@ def message_id(job: Job) -> str:
 class EngineStage:
     def __init__(
         self,
-        ctx: StageContext,
+        config: PipelineConfig,
         *,
+        board: FlightBoard,
+        leases: Leases,
+        answers: Answers,
+        settlement: Settlement,
+        metrics: Metrics,
+        runner: StageRunner,
         engine: Engine,
         crashes: CrashLedger,
         deadline_passed: Callable[[SynthesisRequest], bool],
         produced: Callable[[Produced, int], None],
     ) -> None:
-        self._ctx = ctx
+        self._config = config
+        self._board = board
+        self._leases = leases
+        self._answers = answers
+        self._settlement = settlement
+        self._metrics = metrics
+        self._runner = runner
         self._engine = engine
         self._crashes = crashes
         self._deadline_passed = deadline_passed
@@ -58,8 +71,8 @@ class EngineStage:
         self.busy_s = 0.0
 
     def step(self) -> None:
-        config = self._ctx.config
-        batch = self._ctx.board.next_batch(config.batch_limits, config.batch_max_wait_s, timeout_s=0.2)
+        config = self._config
+        batch = self._board.next_batch(config.batch_limits, config.batch_max_wait_s, timeout_s=0.2)
         if batch:
             self._run(batch)
 
@@ -76,14 +89,14 @@ class EngineStage:
             # An engine that knows its accelerator is gone raises a FatalError instead.
             log.exception("engine stage failed on a batch of %d", len(batch))
             failure = TaskFailure(FailureKind.TRANSIENT, unexpected(exc, "engine"))
-            self._ctx.give_back(batch, FlightState.RUNNING, failure)
+            self._settlement.give_back(batch, FlightState.RUNNING, failure)
 
     def _synthesise(self, batch: list[Flight]) -> None:
         batch = self._screen_crash_loops(self._drop_expired(batch))
         if not batch:
             return
         started = time.perf_counter()
-        self._ctx.metrics.engine_tasks.set(len(batch))
+        self._metrics.engine_tasks.set(len(batch))
         try:
             outcomes = self._engine.synthesize([f.task for f in batch])
             if len(outcomes) != len(batch):
@@ -96,14 +109,14 @@ class EngineStage:
         except EngineError as exc:
             log.warning("engine batch of %d failed: %s", len(batch), exc)
             for flight in batch:
-                self._ctx.retry_or_fail(flight, TaskFailure(FailureKind.TRANSIENT, str(exc)))
+                self._settlement.retry_or_fail(flight, TaskFailure(FailureKind.TRANSIENT, str(exc)))
             return
         finally:
-            self._ctx.metrics.engine_tasks.set(0)
+            self._metrics.engine_tasks.set(0)
             elapsed = time.perf_counter() - started
             self.busy_s += elapsed
-            self._ctx.metrics.engine_busy_seconds.inc(elapsed)
-            self._ctx.advanced()  # the call returned: whatever it said, the engine is not hung
+            self._metrics.engine_busy_seconds.inc(elapsed)
+            self._runner.advanced()  # the call returned: whatever it said, the engine is not hung
             self._end_crash_watch()
         self._record(batch, outcomes, elapsed)
         produced: Produced = []
@@ -111,7 +124,7 @@ class EngineStage:
             if isinstance(outcome, AudioBuffer):
                 produced.append((flight, outcome))
             else:
-                self._ctx.retry_or_fail(flight, outcome)
+                self._settlement.retry_or_fail(flight, outcome)
         if produced:
             self._hand_over(produced, int(elapsed * 1000 / len(batch)))
 
@@ -131,7 +144,7 @@ class EngineStage:
 
     def _observe(self, size: int, elapsed: float, audio_s: float) -> None:
         """A batch's metrics: its size, its time in the engine and the audio it made."""
-        metrics = self._ctx.metrics
+        metrics = self._metrics
         metrics.batch_size.observe(size)
         metrics.engine_seconds.observe(elapsed)
         metrics.audio_seconds.inc(audio_s)
@@ -143,39 +156,37 @@ class EngineStage:
         )
 
     def _drop_expired(self, batch: list[Flight]) -> list[Flight]:
-        ctx = self._ctx
         kept: list[Flight] = []
         for flight in batch:
             expired = [j for j in flight.jobs if j.request is not None and self._deadline_passed(j.request)]
             for job in expired:
                 flight.jobs.remove(job)
             late = "the deadline passed while the request was queued"
-            ctx.answer((job, ctx.results.failure(job, ErrorCode.EXPIRED, late)) for job in expired)
+            self._answers.fail(expired, ErrorCode.EXPIRED, late, retryable=False)
             if flight.jobs:
                 kept.append(flight)
             else:
-                ctx.board.finish(flight)
-                ctx.release([flight])
+                self._board.finish(flight)
+                self._leases.release([flight])
         return kept
 
     def _screen_crash_loops(self, batch: list[Flight], in_engine: Sequence[str] = ()) -> list[Flight]:
         """`batch` less the messages past the crash limit (dead-lettered) and, in a batch of
         several, the suspects (requeued to run alone). What enters the engine is recorded as in
         flight, along with `in_engine` (the ids of work already inside it)."""
-        ctx = self._ctx
         if not batch:
             return batch
         try:
             crashes = self._crashes.begin(
-                ctx.config.instance_id, [*in_engine, *(message_id(j) for f in batch for j in f.jobs)]
+                self._config.instance_id, [*in_engine, *(message_id(j) for f in batch for j in f.jobs)]
             )
         except CacheUnavailable:
-            ctx.metrics.dependency_errors.labels(dependency="redis").inc()
+            self._metrics.dependency_errors.labels(dependency="redis").inc()
             return batch  # fail open: no crash protection while Redis is down
         kept: list[Flight] = []
         for flight in batch:
             poisoned = [
-                j for j in flight.jobs if crashes.get(message_id(j), 0) >= ctx.config.poison_max_attempts
+                j for j in flight.jobs if crashes.get(message_id(j), 0) >= self._config.poison_max_attempts
             ]
             dead_letters: list[tuple[Job, Outcome]] = []
             for job in poisoned:
@@ -188,40 +199,40 @@ class EngineStage:
                     count,
                     extra=job.log_context(),
                 )
-            ctx.answer(dead_letters)
+            self._answers.answer(dead_letters)
             if not flight.jobs:
-                ctx.board.finish(flight)
-                ctx.release([flight])
+                self._board.finish(flight)
+                self._leases.release([flight])
                 continue
             suspect = any(crashes.get(message_id(j), 0) > 0 for j in flight.jobs)
             if suspect and len(batch) > 1:
-                ctx.board.requeue(flight, quarantine=True)
+                self._board.requeue(flight, quarantine=True)
                 continue
             kept.append(flight)
         if len(kept) != len(batch):
             with contextlib.suppress(CacheUnavailable):  # only what enters the engine is in flight
                 self._crashes.begin(
-                    ctx.config.instance_id, [*in_engine, *(message_id(j) for f in kept for j in f.jobs)]
+                    self._config.instance_id, [*in_engine, *(message_id(j) for f in kept for j in f.jobs)]
                 )
         return kept
 
     def _end_crash_watch(self) -> None:
         try:
-            self._crashes.end(self._ctx.config.instance_id)
+            self._crashes.end(self._config.instance_id)
         except CacheUnavailable:
-            self._ctx.metrics.dependency_errors.labels(dependency="redis").inc()
+            self._metrics.dependency_errors.labels(dependency="redis").inc()
 
     def _split(self, batch: list[Flight], exc: EngineError) -> None:
         """Out of memory, or a failure no one task can be blamed for: each task again, alone
         (a task that was alone is retried with back-off, then failed)."""
         if len(batch) == 1:
-            self._ctx.retry_or_fail(batch[0], TaskFailure(FailureKind.TRANSIENT, _why(exc)))
+            self._settlement.retry_or_fail(batch[0], TaskFailure(FailureKind.TRANSIENT, _why(exc)))
             return
         log.warning(
             "engine batch of %d failed (%s); retrying each task alone", len(batch), type(exc).__name__
         )
         for flight in batch:
-            self._ctx.board.requeue(flight, quarantine=True)
+            self._board.requeue(flight, quarantine=True)
 
 
 def _why(exc: EngineError) -> str:

@@ -7,11 +7,12 @@ import threading
 
 import pytest
 
-from consumer.core.messages import DeadLetter, Job
-from consumer.core.stage import StageContext
+from consumer.core.messages import Answer, DeadLetter, Job
+from consumer.core.stage import Answers
 from consumer.metrics import Metrics
+from consumer.ports import CachedAudio
 from schemas.model import ErrorCode
-from tests.support.worker_core import MemoryRedis, pipeline_config, request_job, results
+from tests.support.worker_core import request_job, results
 
 
 def test_the_first_answer_stands_and_a_second_is_refused_with_an_error(
@@ -57,15 +58,35 @@ def test_racing_answers_leave_exactly_one() -> None:
 
 def test_the_stages_hand_a_job_to_the_loop_once_and_count_a_second_answer() -> None:
     metrics = Metrics()
-    ctx = StageContext(pipeline_config(), MemoryRedis(), results(), metrics)
+    progress: list[str] = []
+    answers = Answers(results(), metrics, on_answer=lambda: progress.append("answered"))
     job, other = request_job(4), request_job(5)
-    ctx.fail([job], ErrorCode.ENGINE_ERROR, "boom", retryable=True)
-    ctx.answer([(job, DeadLetter("X", "y")), (other, DeadLetter("X", "y"))])
-    handed: list[Job] = []
-    while not ctx.completed.empty():
-        handed.append(ctx.completed.get())
+    answers.fail([job], ErrorCode.ENGINE_ERROR, "boom", retryable=True)
+    answers.answer([(job, DeadLetter("X", "y")), (other, DeadLetter("X", "y"))])
+    handed: list[Job] = answers.take()
+    assert answers.take() == [], "taken once"
+    assert progress == ["answered", "answered"], "answering is progress for /livez"
     assert handed == [job, other], "the refused answer is not handed to the loop again"
     result = job.outcome
     assert result is not None and not isinstance(result, DeadLetter)
     assert result.result.error is not None and result.result.error.code is ErrorCode.ENGINE_ERROR
     assert metrics.answers_refused._value.get() == 1
+
+
+def test_jobs_sharing_one_audio_count_the_synthesis_once() -> None:
+    """The first job of a flight paid for the synthesis; the duplicates coalesced onto it, and
+    every job answered straight from the cache, are hits with no synthesis time of their own."""
+    audio = CachedAudio("s3://b/k.wav", "audio/wav", 10, 1.0, 22050, "0" * 64, 0)
+    answers = Answers(results(), Metrics(), on_answer=lambda: None)
+    synthesised = [request_job(10), request_job(11), request_job(12)]
+    cached = [request_job(13), request_job(14)]
+    answers.succeed(synthesised, audio, synthesis_ms=250)
+    answers.succeed(cached, audio)
+    taken = answers.take()
+    assert taken == [*synthesised, *cached]
+    seen = []
+    for job in taken:
+        outcome = job.outcome
+        assert isinstance(outcome, Answer)
+        seen.append((outcome.result.cache_hit, outcome.result.timings.synthesis_ms))
+    assert seen == [(False, 250), (True, 0), (True, 0), (True, 0), (True, 0)]

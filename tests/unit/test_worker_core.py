@@ -30,7 +30,7 @@ from consumer.core.messages import (
 from consumer.core.offsets import OffsetTracker
 from consumer.core.pipeline import Pipeline, PipelineProgress
 from consumer.core.reporting import outcome_label
-from consumer.core.stage import StageContext
+from consumer.core.stage import Answers, Leases, Settlement, StageRunner
 from consumer.core.storage import StoreStage
 from consumer.core.tracing import child_span, parse_traceparent
 from consumer.engine import AudioBuffer, BatchLimits, EngineCapabilities, SynthesisTask, TaskOutcome
@@ -516,16 +516,51 @@ class RenewingStore:
         return {k for k in keys if k in self.kept}
 
 
-def _stage_context(store: Any) -> StageContext:
-    return StageContext(_pipeline_config(), store, _results(), Metrics())
+@dataclasses.dataclass
+class StageParts:
+    """What Pipeline hands its stages, built the same way, for testing one stage alone."""
+
+    board: FlightBoard
+    leases: Leases
+    answers: Answers
+    metrics: Metrics
+    runner: StageRunner
+
+    @classmethod
+    def over(cls, store: Any) -> StageParts:
+        config, board, metrics = _pipeline_config(), FlightBoard(), Metrics()
+        runner = StageRunner(board)
+        answers = Answers(_results(), metrics, on_answer=runner.advanced)
+        return cls(board, Leases(store, config.instance_id, config.lease_ttl_ms), answers, metrics, runner)
+
+    def settlement(self) -> Settlement:
+        config = _pipeline_config()
+        return Settlement(
+            self.board,
+            self.answers,
+            self.leases,
+            self.metrics,
+            max_retries=config.engine_max_retries,
+            backoff=config.retry.engine,
+        )
 
 
 def _renewal(store: RenewingStore, *flights: Flight) -> None:
-    ctx = _stage_context(store)
+    parts = StageParts.over(store)
     for flight in flights:
         flight.leased = True
-        ctx.board.add(flight)
-    Dispatcher(ctx, engine_name="null", voices=None, finisher=None)._renew_leases()  # type: ignore[arg-type]
+        parts.board.add(flight)
+    Dispatcher(
+        _pipeline_config(),
+        board=parts.board,
+        leases=parts.leases,
+        answers=parts.answers,
+        metrics=parts.metrics,
+        runner=parts.runner,
+        engine_name="null",
+        voices=None,  # type: ignore[arg-type]
+        finisher=None,  # type: ignore[arg-type]
+    )._renew_leases()
 
 
 def test_a_lease_completed_during_its_renewal_is_not_reported_lost(caplog: pytest.LogCaptureFixture) -> None:
@@ -553,7 +588,19 @@ def test_the_engine_waits_when_storage_falls_behind() -> None:
         def finish(self, items: Any) -> None:
             gate.wait(10)  # storage stalled; returning nothing ends the batch quietly
 
-    stage = StoreStage(_stage_context(None), engine_name="null", finisher=SlowFinisher(), store=None)  # type: ignore[arg-type]
+    parts = StageParts.over(None)
+    stage = StoreStage(
+        _pipeline_config(),
+        board=parts.board,
+        leases=parts.leases,
+        answers=parts.answers,
+        settlement=parts.settlement(),
+        metrics=parts.metrics,
+        runner=parts.runner,
+        engine_name="null",
+        finisher=SlowFinisher(),  # type: ignore[arg-type]
+        store=None,  # type: ignore[arg-type]
+    )
     produced = [(_flight("k"), AudioBuffer(np.zeros(16, dtype=np.float32), 22050))]
     for _ in range(4):  # two batches being stored and two queued behind them: no wait
         stage.submit(produced, 1)
