@@ -104,35 +104,23 @@ class Pipeline:
             store=store,
         )
         # An engine that batches between its own steps is fed whenever it has room; any other
-        # gets one batch at a time.
-        if isinstance(engine, ContinuousEngine):
-            self._engine: EngineStage = ContinuousEngineStage(
-                config,
-                board=board,
-                leases=leases,
-                answers=answers,
-                settlement=settlement,
-                metrics=metrics,
-                runner=runner,
-                engine=engine,
-                crashes=crashes,
-                deadline_passed=deadline_passed,
-                produced=self._store.submit,
-            )
-        else:
-            self._engine = EngineStage(
-                config,
-                board=board,
-                leases=leases,
-                answers=answers,
-                settlement=settlement,
-                metrics=metrics,
-                runner=runner,
-                engine=engine,
-                crashes=crashes,
-                deadline_passed=deadline_passed,
-                produced=self._store.submit,
-            )
+        # gets one batch at a time. (The isinstance check is what lets the continuous stage,
+        # which needs a ContinuousEngine, be called through the plain stage's signature.)
+        continuous = isinstance(engine, ContinuousEngine)
+        stage: type[EngineStage] = ContinuousEngineStage if continuous else EngineStage
+        self._engine = stage(
+            config,
+            board=board,
+            leases=leases,
+            answers=answers,
+            settlement=settlement,
+            metrics=metrics,
+            runner=runner,
+            engine=engine,
+            crashes=crashes,
+            deadline_passed=deadline_passed,
+            produced=self._store.submit,
+        )
         self._threads: list[threading.Thread] = []
 
     @property
