@@ -65,6 +65,39 @@ def test_lookup_counters_ride_on_the_next_claim(store: RedisStore) -> None:
     assert int(client.get(CACHE_HITS_KEY) or 0) == before + 3
 
 
+def _script_exists_calls(client: Any) -> int:
+    """SCRIPT EXISTS calls the server (every node of a cluster) has answered so far."""
+    info = client.info("commandstats")
+    nodes = [info] if any(str(k).startswith("cmdstat_") for k in info) else list(info.values())
+    return sum(int(node.get("cmdstat_script|exists", {}).get("calls", 0)) for node in nodes)
+
+
+def test_the_dedup_calls_cost_one_round_trip_with_no_script_check_in_front(store: RedisStore) -> None:
+    """Handing redis-py Script objects made its pipeline ask SCRIPT EXISTS before every claim,
+    renewal and completion; the store sends bare EVALSHA and reloads only on NOSCRIPT."""
+    client: Any = store.client
+    keys = [uuid.uuid4().hex for _ in range(5)]
+    store.claim(keys, "w1|1", 5000)  # loads the scripts if this server has not seen them yet
+    before = _script_exists_calls(client)
+    store.claim(keys, "w1|1", 5000)
+    store.renew(keys, "w1|1", 5000)
+    store.complete_many([(k, _audio()) for k in keys], "w1|1", 60)
+    store.release(keys, "w1|1")
+    assert _script_exists_calls(client) == before
+
+
+def test_lookup_counters_are_sent_once_when_a_claim_is_retried_after_noscript(store: RedisStore) -> None:
+    """The counters ride on a non-transactional pipeline: when its scripts were missing they
+    were counted all the same, and the retry must not count them again."""
+    client: Any = store.client
+    before = int(client.get(CACHE_HITS_KEY) or 0)
+    store.count_lookups(3, 1)
+    client.script_flush()
+    key = uuid.uuid4().hex
+    assert isinstance(store.claim([key], "w1|1", 1000)[key], Acquired)
+    assert int(client.get(CACHE_HITS_KEY) or 0) == before + 3
+
+
 def test_crash_ledger_counts_what_was_in_the_engine_when_an_instance_died(store: RedisStore) -> None:
     assert store.begin("w1", ["t:0:1", "t:0:2"]) == {}
     # The process dies here: no end(). Its restart recovers the record.
