@@ -161,10 +161,6 @@ class Leases:
         # its dead predecessor left at once (see the claim script) instead of waiting them out.
         self.owner = f"{instance_id}|{time.time_ns()}"
 
-    @property
-    def ttl_ms(self) -> int:
-        return self._ttl_ms
-
     def claim(self, keys: Sequence[str]) -> dict[str, Claim]:
         return self._dedup.claim(keys, self.owner, self._ttl_ms)
 
